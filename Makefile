@@ -1,0 +1,43 @@
+# Two entry points: `make demo` and `make test`. Both create/refresh .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE ?= $(CURDIR)/.state
+export VIMOGEN_STATE_DIR := $(STATE)
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+export DAGSTER_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: venv test test-fast demo ui mlflow-ui clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: the local CPU wheel; any other torch requirement pulls CUDA packages
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" tests
+
+demo: venv
+	$(PY) -m vimogen_core.demo
+
+ui: venv
+	mkdir -p $(STATE)/dagster_home
+	DAGSTER_HOME=$(STATE)/dagster_home $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+mlflow-ui: venv
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(STATE)/mlflow.db
+
+clean:
+	rm -rf $(STATE)
