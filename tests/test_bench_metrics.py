@@ -1,0 +1,172 @@
+"""Known values of the MBench motion-quality metrics (DESIGN.md section 8)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vimogen_core.bench import metrics
+from vimogen_core.errors import MotionDataError
+from vimogen_core.motion.skeleton import rest_joints24
+
+# SMPL body frame (Y up, facing +Z) -> world (Z up, facing +Y): a proper rotation.
+BODY_TO_WORLD = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def standing_pose() -> np.ndarray:
+    """(22, 3) rest pose in the world frame with the foot joints on the floor (z = 0)."""
+    joints = rest_joints24()[:22] @ BODY_TO_WORLD.T
+    joints[:, 2] -= joints[list(metrics.FEET), 2].min()
+    return joints
+
+
+def static_motion(n_frames: int = 60) -> np.ndarray:
+    return np.repeat(standing_pose()[None], n_frames, axis=0)
+
+
+def translated(motion: np.ndarray, step_per_frame) -> np.ndarray:
+    """Add a constant per-frame translation to every joint."""
+    steps = np.arange(len(motion))[:, None, None] * np.asarray(step_per_frame, dtype=float)
+    return motion + steps
+
+
+def test_static_pose_scores_zero_everywhere():
+    scores = metrics.motion_quality_scores([static_motion()])
+    for name in metrics.MOTION_QUALITY_DIMENSIONS:
+        assert scores[name][0] == pytest.approx(0.0, abs=1e-12), name
+    assert metrics.foot_contact(static_motion()).all()
+
+
+def test_constant_translation_has_no_jitter_and_its_speed_as_dynamic_degree():
+    motion = translated(static_motion(), [0.03, 0.04, 0.0])  # 0.05 m per frame
+    assert metrics.jitter_degree(motion) == pytest.approx(0.0, abs=1e-12)
+    # Root-relative joints do not move, so only the absolute term counts.
+    assert metrics.dynamic_degree(motion) == pytest.approx(0.05, rel=1e-9)
+
+
+def test_centimetre_noise_gives_the_expected_jitter():
+    # Noise e_t ~ N(0, s^2 I3): the second difference is N(0, 6 s^2 I3), so its norm averages
+    # sqrt(6) s E[chi_3] with E[chi_3] = 2 sqrt(2/pi). Root-relative noise e_j - e_0 has variance
+    # 2 s^2, its second difference 12 s^2, and the root's own zero row is 1 of the 22 averaged.
+    sigma = 0.01
+    mean_chi3 = 2.0 * math.sqrt(2.0 / math.pi)
+    expected = math.sqrt(6) * sigma * mean_chi3 + 21 / 22 * math.sqrt(12) * sigma * mean_chi3
+    assert expected == pytest.approx(0.092, abs=5e-4)
+    rng = np.random.default_rng(0)
+    motion = static_motion(3000) + rng.normal(0.0, sigma, size=(3000, 22, 3))
+    assert metrics.jitter_degree(motion) == pytest.approx(expected, rel=0.01)
+
+
+def test_sunk_foot_reports_its_depth_and_ignores_raised_feet():
+    motion = static_motion()
+    motion[:, :, 2] -= 0.10  # whole pose sunk 10 cm
+    assert metrics.ground_penetration(motion) == pytest.approx(0.10, rel=1e-9)
+    motion[:, metrics.RIGHT_FOOT, 2] = 0.05  # right foot lifted: only the left foot's samples count
+    assert metrics.ground_penetration(motion) == pytest.approx(0.10, rel=1e-9)
+    motion[:, :, 2] += 0.097  # 3 mm below the floor is inside the 5 mm tolerance
+    assert metrics.ground_penetration(motion) == 0.0
+
+
+def test_feet_sliding_on_the_floor_score_their_step_length():
+    motion = translated(static_motion(), [0.005, 0.0, 0.0])
+    assert metrics.foot_sliding(motion) == pytest.approx(0.005, rel=1e-6)
+    assert metrics.foot_contact(motion).all()
+
+
+def test_foot_sliding_ignores_airborne_feet():
+    motion = translated(static_motion(), [0.0, 0.03, 0.0])
+    motion[:, :, 2] += 0.5  # both feet 50 cm up and moving 3 cm/frame: never in contact
+    assert not metrics.foot_contact(motion).any()
+    assert metrics.foot_sliding(motion) == 0.0
+
+
+class TestFootFloating:
+    n_frames = 40
+
+    def walking_root(self) -> np.ndarray:
+        """Standing pose whose upper body moves 2 cm/frame along +y while the feet stay planted."""
+        motion = translated(static_motion(self.n_frames), [0.0, 0.02, 0.0])
+        motion[:, list(metrics.FEET)] = standing_pose()[list(metrics.FEET)]
+        return motion
+
+    def test_planted_feet_under_a_moving_body_are_valid(self):
+        assert metrics.foot_floating(self.walking_root()) == 0.0
+
+    def test_gliding_body_flags_every_frame(self):
+        # Feet on the floor but carried along with the root: both feet "in contact" yet moving
+        # with rate 0 < 0.6, so every frame is flagged.
+        glide = translated(static_motion(self.n_frames), [0.0, 0.02, 0.0])
+        assert metrics.foot_floating(glide) == pytest.approx(1.0)
+
+    def test_foot_carried_in_the_air_counts_half_of_its_run(self):
+        motion = self.walking_root()
+        carried = translated(static_motion(self.n_frames), [0.0, 0.02, 0.0])[:, metrics.LEFT_FOOT]
+        motion[:, metrics.LEFT_FOOT] = carried + [0.0, 0.0, 0.10]
+        contact = metrics.foot_contact(motion)
+        assert not contact[:, 0].any() and contact[:, 1].all()
+        # Rate 0 < 0.4 on every frame of a 40-frame airborne run: S = 20, N_frame = 0, M = 0.
+        assert metrics.foot_floating(motion) == pytest.approx(0.5)
+
+    def test_wiggling_flight_adds_the_overlap_length(self):
+        flight = translated(static_motion(self.n_frames), [0.0, 0.02, 0.0])
+        flight[:, :, 2] += 0.3
+        # Both feet carried: each foot's 40-frame run has rate 0, S = 2 x 20, no peaks.
+        assert metrics.foot_floating(flight) == pytest.approx(1.0)
+        zigzag = flight.copy()
+        zigzag[:, metrics.LEFT_FOOT, 0] += 0.03 * (-1.0) ** np.arange(self.n_frames)
+        # The left foot now moves fast relative to the root (no S from it, S = 20 from the right)
+        # and its path angle has many peaks, so the whole 40-frame overlap counts: (20 + 40) / 40.
+        assert metrics.foot_floating(zigzag) == pytest.approx(1.5)
+
+    def test_a_still_root_is_never_flagged(self):
+        still = static_motion(self.n_frames)
+        still[:, metrics.LEFT_FOOT, 0] += 0.001 * np.arange(self.n_frames)  # slow foot drift
+        assert metrics.foot_floating(still) == 0.0
+
+
+def test_batch_scores_equal_single_motion_scores():
+    rng = np.random.default_rng(1)
+    motions = []
+    for n_frames in (50, 3, 120, 77):
+        base = translated(static_motion(n_frames), rng.normal(0, 0.02, size=3))
+        motions.append(base + rng.normal(0, 0.01, size=base.shape))
+    batch = metrics.motion_quality_scores(motions)
+    singles = {
+        "Jitter_Degree": metrics.jitter_degree,
+        "Dynamic_Degree": metrics.dynamic_degree,
+        "Ground_Penetration": metrics.ground_penetration,
+        "Foot_Sliding": metrics.foot_sliding,
+        "Foot_Floating": metrics.foot_floating,
+    }
+    for name, function in singles.items():
+        expected = [function(m) for m in motions]
+        np.testing.assert_allclose(batch[name], expected, rtol=1e-12, atol=1e-15, err_msg=name)
+    # The list form of each single metric returns the same per-motion values.
+    np.testing.assert_allclose(metrics.jitter_degree(motions), batch["Jitter_Degree"])
+
+
+def test_released_compatibility_mode_reads_the_forward_axis_as_height():
+    motion = static_motion()
+    motion[:, list(metrics.FEET), 1] = 0.10  # feet 10 cm forward, on the floor
+    assert metrics.ground_penetration(motion) == 0.0
+    # The literal behaviour: Y-up conversion (x, y, z) -> (x, z, -y), then index 2 as height.
+    literal = metrics.ground_penetration(motion, height_axis=metrics.HEIGHT_RELEASED_COMPAT)
+    assert literal == pytest.approx(0.10)
+    with pytest.raises(ValueError, match="height_axis"):
+        metrics.ground_penetration(motion, height_axis="y")
+
+
+@pytest.mark.parametrize(
+    ("array", "reason"),
+    [
+        (np.zeros((10, 21, 3)), "shape"),
+        (np.zeros((2, 22, 3)), "at least 3"),
+        (np.full((10, 22, 3), np.nan), "NaN"),
+        (np.zeros((10, 22)), "shape"),
+    ],
+)
+def test_invalid_joints_raise_errors_that_name_the_file(array, reason):
+    with pytest.raises(MotionDataError, match=reason) as info:
+        metrics.validate_joints(array, "gen/7.npy")
+    assert str(info.value).startswith("gen/7.npy: ")
