@@ -1,0 +1,134 @@
+"""`vimogen motion ...`: list the built-in clips, convert sources to 276-d features, decode
+features to joints, export to BVH / NPZ / MP4 / GIF."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vimogen_core.errors import MotionDataError
+
+SOURCES = ("deepmimic", "amass", "hmr", "vimogen")
+EXPORTS = ("bvh", "npz", "mp4", "gif", "npy")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    motion = subparsers.add_parser("motion", help="motion representation tools")
+    sub = motion.add_subparsers(dest="motion_command", required=True)
+
+    clips = sub.add_parser("clips", help="list the built-in motion-capture clips")
+    clips.set_defaults(func=cmd_clips)
+
+    convert = sub.add_parser("convert", help="convert a motion source to 276-d features (.npy)")
+    convert.add_argument("src", help="a file, or the name of a built-in clip with --from deepmimic")
+    convert.add_argument("--from", dest="source", choices=SOURCES, required=True)
+    convert.add_argument("--out", required=True, help="output FEATS.npy")
+    convert.add_argument("--fps", type=float, default=None, help="source frame rate where the file has none (hmr)")
+    convert.set_defaults(func=cmd_convert)
+
+    joints = sub.add_parser("joints", help="decode features to joints (T, 22, 3)")
+    joints.add_argument("feats")
+    joints.add_argument("--out", required=True)
+    joints.add_argument("--from-velocity", action="store_true",
+                        help="integrate the velocity channels from frame 0 instead of reading positions")
+    joints.set_defaults(func=cmd_joints)
+
+    export = sub.add_parser("export", help="export features to another format")
+    export.add_argument("feats")
+    export.add_argument("--to", choices=EXPORTS, required=True)
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=cmd_export)
+
+
+def cmd_clips(args) -> int:
+    from vimogen_core.sources.deepmimic import load_builtin_clip, builtin_clip_names
+
+    for name in builtin_clip_names():
+        clip = load_builtin_clip(name)
+        print(f"{name:16s} {clip.motion.n_frames:4d} frames @ 20 fps  {clip.captions[0]}")
+    return 0
+
+
+def convert_source(src: str, source: str, fps: float | None = None) -> np.ndarray:
+    """One implementation for the CLI and the pipeline: a source -> (T, 276) float32 features."""
+    if source == "deepmimic":
+        from vimogen_core.sources.deepmimic import BUILTIN_CLIPS, load_builtin_clip, load_deepmimic_file
+
+        motion = load_builtin_clip(src).motion if src in BUILTIN_CLIPS else load_deepmimic_file(_existing(src))
+    elif source == "amass":
+        from vimogen_core.sources.amass import load_amass_npz
+
+        motion = load_amass_npz(_existing(src))
+    elif source == "hmr":
+        from vimogen_core.sources.hmr import load_hmr_output
+
+        motion = load_hmr_output(_existing(src), fps=fps)[0]
+    else:
+        from vimogen_core.sources.vimogen228k import load_vimogen_motion
+
+        return np.asarray(load_vimogen_motion(_existing(src))["motion"], dtype=np.float32)
+    return motion.features().numpy()
+
+
+def _existing(path: str) -> str:
+    if not Path(path).exists():
+        raise MotionDataError(path, "file not found (and not a built-in clip name)")
+    return path
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(out)
+
+
+def cmd_convert(args) -> int:
+    feats = convert_source(args.src, args.source, args.fps)
+    _save_npy(args.out, feats)
+    print(f"{args.out}: {feats.shape[0]} frames x {feats.shape[1]} features")
+    return 0
+
+
+def cmd_joints(args) -> int:
+    from vimogen_core.motion.representation import features_to_joints, features_to_joints_integrated, load_features
+
+    feats = torch.as_tensor(load_features(args.feats), dtype=torch.float64)
+    decode = features_to_joints_integrated if args.from_velocity else features_to_joints
+    joints = decode(feats).float().numpy()
+    _save_npy(args.out, joints)
+    print(f"{args.out}: joints {joints.shape}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from vimogen_core.motion.representation import load_features
+
+    feats = load_features(args.feats)
+    export_features(feats, args.to, args.out)
+    print(f"{args.out}: {args.to} export of {len(feats)} frames")
+    return 0
+
+
+def export_features(feats: np.ndarray, fmt: str, out: str) -> None:
+    """Write (T, 276) features as joints .npy, SMPL .npz, BVH, or a rendered MP4/GIF."""
+    from vimogen_core.motion import export, render
+    from vimogen_core.motion.motion import Motion
+    from vimogen_core.motion.representation import features_to_joints, features_to_rotations
+    from vimogen_core.motion.skeleton import FPS
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    feats_t = torch.as_tensor(feats, dtype=torch.float64)
+    joints = features_to_joints(feats_t)
+    if fmt == "npy":
+        export.save_joints_npy(out, joints.float().numpy())
+    elif fmt == "npz":
+        export.save_smpl_npz(out, feats)
+    elif fmt == "bvh":
+        local, _ = features_to_rotations(feats_t)
+        export.save_bvh(out, Motion(local, joints, float(FPS)))
+    else:
+        render.render_motion(joints.numpy(), out, fps=FPS)
