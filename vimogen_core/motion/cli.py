@@ -54,28 +54,31 @@ def cmd_clips(args) -> int:
 def convert_source(src: str, source: str, fps: float | None = None) -> np.ndarray:
     """One implementation for the CLI and the pipeline: a source -> (T, 276) float32 features."""
     if source == "deepmimic":
-        from vimogen_core.sources.deepmimic import BUILTIN_CLIPS, load_builtin_clip, load_deepmimic_file
+        from vimogen_core.sources.deepmimic import builtin_clip_path, load_builtin_clip, load_deepmimic_file
 
-        motion = load_builtin_clip(src).motion if src in BUILTIN_CLIPS else load_deepmimic_file(_existing(src))
-    elif source == "amass":
+        if Path(src).is_file():
+            return load_deepmimic_file(src).features().numpy()
+        builtin_clip_path(src)  # raises "unknown built-in clip" naming the choices
+        return load_builtin_clip(src).motion.features().numpy()
+    _existing(src)
+    if source == "amass":
         from vimogen_core.sources.amass import load_amass_npz
 
-        motion = load_amass_npz(_existing(src))
+        motion = load_amass_npz(src)
     elif source == "hmr":
         from vimogen_core.sources.hmr import load_hmr_output
 
-        motion = load_hmr_output(_existing(src), fps=fps)[0]
+        motion = load_hmr_output(src, fps=fps)[0]
     else:
         from vimogen_core.sources.vimogen228k import load_vimogen_motion
 
-        return np.asarray(load_vimogen_motion(_existing(src))["motion"], dtype=np.float32)
+        return np.asarray(load_vimogen_motion(src)["motion"], dtype=np.float32)
     return motion.features().numpy()
 
 
-def _existing(path: str) -> str:
+def _existing(path: str) -> None:
     if not Path(path).exists():
-        raise MotionDataError(path, "file not found (and not a built-in clip name)")
-    return path
+        raise MotionDataError(path, "file not found")
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:

@@ -110,8 +110,12 @@ def extend_frames(frames: np.ndarray, loops: bool, min_duration: float) -> np.nd
     if duration >= min_duration:
         return frames
     if not loops:
-        pad = int(np.ceil((min_duration - duration) / frames[0, 0] / 2)) + 1
-        return np.concatenate([np.repeat(frames[:1], pad, 0), frames, np.repeat(frames[-1:], pad, 0)])
+        step = float(np.median(frames[:-1, 0]))
+        pad = int(np.ceil((min_duration - duration) / step / 2)) + 1
+        held = np.concatenate([np.repeat(frames[:1], pad, 0), frames, np.repeat(frames[-1:], pad, 0)])
+        held[:, 0] = np.where(np.arange(len(held)) < pad, step, held[:, 0])
+        held[pad + len(frames) - 1:, 0] = step  # the clip's last frame now has successors
+        return held
     f = torch.as_tensor(frames, dtype=torch.float64)
     turn = _yaw_matrix(f[-1, 4:8]) @ _yaw_matrix(f[0, 4:8]).T  # heading change over one cycle
     start = f[0, 1:4] * torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
