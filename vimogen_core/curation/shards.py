@@ -1,0 +1,343 @@
+"""Packed shard files + one Parquet manifest.
+
+A shard is a `.npy` file holding one float32 blob (rows, 276): the feature frames of ~2,000 samples
+back to back. The manifest row of a sample says which shard, at which row offset, how many frames,
+and the SHA-256 of its bytes; the shard file's own SHA-256 is in every row of its samples. Shards
+are written under a hidden temporary name and renamed into place when complete, so a killed run
+never leaves a partial shard under a shard name. Reads memory-map the shard and verify checksums.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vimogen_core.curation.records import CuratedSample, Rejection
+from vimogen_core.errors import MotionDataError
+from vimogen_core.motion.representation import FEATURE_DIM
+
+MANIFEST_NAME = "manifest.parquet"
+QUARANTINE_NAME = "quarantine.parquet"
+SHARD_SUFFIX = ".npy"
+TEMP_MARKER = ".tmp-"
+_HEADER_BYTES = 128  # fixed .npy header so the row count can be filled in after streaming the data
+STAT_NAMES = (
+    "jitter",
+    "mean_joint_speed",
+    "max_joint_speed",
+    "root_travel",
+    "min_height",
+    "max_height",
+    "max_bone_deviation",
+    "femur_length",
+    "feature_abs_max",
+)
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("group_id", pa.string()),
+        ("source", pa.string()),
+        ("subset", pa.string()),
+        ("split", pa.string()),
+        ("origin", pa.string()),
+        ("shard", pa.string()),
+        ("offset", pa.int64()),
+        ("n_frames", pa.int32()),
+        ("motion_text", pa.list_(pa.string())),
+        ("video_text", pa.string()),
+        ("mirrored", pa.bool_()),
+        ("window_start", pa.int32()),
+        *[(f"stat_{name}", pa.float64()) for name in STAT_NAMES],
+        ("checksum", pa.string()),
+        ("shard_sha256", pa.string()),
+        ("annotation_json", pa.string()),
+        ("camera_extrinsic", pa.list_(pa.float32())),
+        ("camera_intrinsic", pa.list_(pa.float32())),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("subset", pa.string()),
+        ("origin", pa.string()),
+        ("gates", pa.list_(pa.string())),
+        ("reasons", pa.list_(pa.string())),
+        ("stats_json", pa.string()),
+    ]
+)
+
+
+def sha256_bytes(buffer) -> str:
+    return hashlib.sha256(memoryview(buffer).cast("B")).hexdigest()
+
+
+def sha256_file(path: Path, chunk_bytes: int = 8 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _npy_header(rows: int) -> bytes:
+    """A version 1.0 .npy header for a (rows, FEATURE_DIM) little-endian float32 C array, padded to
+    exactly _HEADER_BYTES so it can be written first as a placeholder and rewritten at the end."""
+    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (rows, FEATURE_DIM)
+    body_bytes = _HEADER_BYTES - 10  # magic (6) + version (2) + header length (2)
+    text = text.ljust(body_bytes - 1) + "\n"
+    if len(text) != body_bytes:
+        raise ValueError(f"shard with {rows} rows does not fit the fixed header")
+    return b"\x93NUMPY\x01\x00" + body_bytes.to_bytes(2, "little") + text.encode("latin1")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete leftovers of a killed run (hidden temporary files); returns how many."""
+    removed = 0
+    for path in directory.glob(f".*{TEMP_MARKER}*"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+class ShardWriter:
+    """Streams samples into one shard file; `close` makes it visible under its final name."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.tmp_path = self.path.with_name(f".{self.path.name}{TEMP_MARKER}{os.getpid()}")
+        self._handle = open(self.tmp_path, "wb")
+        self._handle.write(_npy_header(0))
+        self._digest = hashlib.sha256()  # of the data region; the header is hashed at close
+        self.rows = 0
+        self.n_samples = 0
+
+    def append(self, features: np.ndarray) -> tuple[int, str]:
+        """Write one sample's (T, 276) frames; returns (row offset, sample checksum)."""
+        block = np.ascontiguousarray(features, dtype="<f4")
+        if block.ndim != 2 or block.shape[1] != FEATURE_DIM:
+            raise ValueError(f"{self.path}: sample of shape {block.shape}, expected (T, {FEATURE_DIM})")
+        offset = self.rows
+        self._handle.write(block.data)
+        self.rows += block.shape[0]
+        self.n_samples += 1
+        return offset, sha256_bytes(block.data)
+
+    def close(self) -> str:
+        """Finish the file, rename it into place; returns the SHA-256 of the whole shard file."""
+        self._handle.seek(0)
+        self._handle.write(_npy_header(self.rows))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        digest = sha256_file(self.tmp_path)
+        os.replace(self.tmp_path, self.path)
+        return digest
+
+    def abort(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+        self.tmp_path.unlink(missing_ok=True)
+
+
+@dataclass
+class ShardSetSummary:
+    shard_names: list[str]
+    n_samples: int
+    n_frames: int
+    n_bytes: int
+
+
+class ShardSetWriter:
+    """Writes samples into shards named `<prefix>-00000.npy`, `<prefix>-00001.npy`, ..., rolling over
+    every `samples_per_shard`, and collects their manifest rows."""
+
+    def __init__(self, directory: Path, prefix: str, samples_per_shard: int = 2000):
+        if samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.samples_per_shard = samples_per_shard
+        self.rows: dict[str, list] = {field.name: [] for field in MANIFEST_SCHEMA}
+        self.shard_names: list[str] = []
+        self._writer: ShardWriter | None = None
+        self._rows_of_open_shard = 0
+        self.n_bytes = 0
+
+    def add(self, sample: CuratedSample) -> None:
+        if self._writer is None:
+            name = f"{self.prefix}-{len(self.shard_names):05d}{SHARD_SUFFIX}"
+            self._writer = ShardWriter(self.directory / name)
+            self._rows_of_open_shard = 0
+        offset, checksum = self._writer.append(sample.features)
+        row = manifest_row(sample, shard=self._writer.path.name, offset=offset, checksum=checksum)
+        for key, value in row.items():
+            self.rows[key].append(value)
+        self._rows_of_open_shard += 1
+        if self._writer.n_samples >= self.samples_per_shard:
+            self._finish_shard()
+
+    def add_row(self, row: dict, features: np.ndarray) -> None:
+        """Re-pack an existing manifest row (from another shard set) with its frames."""
+        if self._writer is None:
+            name = f"{self.prefix}-{len(self.shard_names):05d}{SHARD_SUFFIX}"
+            self._writer = ShardWriter(self.directory / name)
+            self._rows_of_open_shard = 0
+        offset, checksum = self._writer.append(features)
+        if checksum != row["checksum"]:
+            raise MotionDataError(row["shard"], f"sample {row['id']} changed while re-packing")
+        for key in self.rows:
+            self.rows[key].append(row[key])
+        self.rows["shard"][-1] = self._writer.path.name
+        self.rows["offset"][-1] = offset
+        self._rows_of_open_shard += 1
+        if self._writer.n_samples >= self.samples_per_shard:
+            self._finish_shard()
+
+    def _finish_shard(self) -> None:
+        assert self._writer is not None
+        self.n_bytes += _HEADER_BYTES + self._writer.rows * FEATURE_DIM * 4
+        digest = self._writer.close()
+        self.shard_names.append(self._writer.path.name)
+        self.rows["shard_sha256"][-self._rows_of_open_shard :] = [digest] * self._rows_of_open_shard
+        self._writer = None
+
+    def close(self) -> ShardSetSummary:
+        if self._writer is not None:
+            self._finish_shard()
+        return ShardSetSummary(
+            shard_names=list(self.shard_names),
+            n_samples=len(self.rows["id"]),
+            n_frames=int(sum(self.rows["n_frames"])),
+            n_bytes=self.n_bytes,
+        )
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_pydict(self.rows, schema=MANIFEST_SCHEMA)
+
+
+def manifest_row(sample: CuratedSample, shard: str, offset: int, checksum: str) -> dict:
+    stats = dict(sample.stats)
+    return {
+        "id": sample.id,
+        "group_id": sample.group_id,
+        "source": sample.source,
+        "subset": sample.subset,
+        "split": sample.split,
+        "origin": sample.origin,
+        "shard": shard,
+        "offset": offset,
+        "n_frames": int(sample.features.shape[0]),
+        "motion_text": list(sample.motion_captions),
+        "video_text": sample.video_caption,
+        "mirrored": sample.mirrored,
+        "window_start": sample.window_start,
+        **{f"stat_{name}": float(stats.get(name, float("nan"))) for name in STAT_NAMES},
+        "checksum": checksum,
+        "shard_sha256": "",  # filled in when the shard is closed
+        "annotation_json": sample.annotation_json,
+        "camera_extrinsic": None if sample.camera_extrinsic is None else sample.camera_extrinsic.reshape(-1).tolist(),
+        "camera_intrinsic": None if sample.camera_intrinsic is None else sample.camera_intrinsic.reshape(-1).tolist(),
+    }
+
+
+def quarantine_table(rejections: Iterable[Rejection]) -> pa.Table:
+    rows: dict[str, list] = {field.name: [] for field in QUARANTINE_SCHEMA}
+    for rejection in rejections:
+        rows["id"].append(rejection.id)
+        rows["source"].append(rejection.source)
+        rows["subset"].append(rejection.subset)
+        rows["origin"].append(rejection.origin)
+        rows["gates"].append(list(rejection.gates))
+        rows["reasons"].append(list(rejection.reasons))
+        rows["stats_json"].append(json.dumps(rejection.stats, sort_keys=True, allow_nan=True))
+    return pa.Table.from_pydict(rows, schema=QUARANTINE_SCHEMA)
+
+
+def read_manifest(path: Path, columns: list[str] | None = None) -> pa.Table:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise MotionDataError(path, f"unreadable manifest: {err}") from err
+
+
+class ShardReader:
+    """Memory-mapped read access to one shard, with its checksums verified.
+
+    The whole file is checked against `expected_sha256` when opened (once per process), and each
+    sample's bytes against its own checksum when read.
+    """
+
+    def __init__(self, path: Path, expected_sha256: str | None = None, expected_rows: int | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: shard not found")
+        if expected_sha256:
+            actual = sha256_file(self.path)
+            if actual != expected_sha256:
+                raise MotionDataError(self.path, f"shard checksum mismatch (expected {expected_sha256[:16]}..., got {actual[:16]}...)")
+        try:
+            self.array = np.load(self.path, mmap_mode="r", allow_pickle=False)  # (rows, 276)
+        except (ValueError, OSError) as err:
+            raise MotionDataError(self.path, f"unreadable shard: {err}") from err
+        if self.array.dtype != np.float32 or self.array.ndim != 2 or self.array.shape[1] != FEATURE_DIM:
+            raise MotionDataError(self.path, f"shard holds {self.array.dtype} {self.array.shape}, expected float32 (rows, {FEATURE_DIM})")
+        if expected_rows is not None and self.array.shape[0] < expected_rows:
+            raise MotionDataError(self.path, f"shard has {self.array.shape[0]} rows, the manifest needs {expected_rows}")
+
+    def read(self, offset: int, n_frames: int, checksum: str | None = None, sample_id: str = "") -> np.ndarray:
+        block = np.array(self.array[offset : offset + n_frames])  # (T, 276) copy out of the map
+        if block.shape[0] != n_frames:
+            raise MotionDataError(self.path, f"sample {sample_id} at rows {offset}:{offset + n_frames} is truncated")
+        if checksum and sha256_bytes(block.data) != checksum:
+            raise MotionDataError(self.path, f"checksum mismatch for sample {sample_id} at rows {offset}:{offset + n_frames}")
+        return block
+
+
+def iter_shard_samples(manifest_path: Path, split: str | None = None, verify: bool = True) -> Iterator[tuple[dict, np.ndarray]]:
+    """Stream (manifest row, (T, 276) features) in manifest order, one shard open at a time."""
+    manifest_path = Path(manifest_path)
+    table = read_manifest(manifest_path)
+    if split is not None:
+        table = table.filter(pc.equal(table["split"], split))
+    reader: ShardReader | None = None
+    for row in table.to_pylist():
+        if reader is None or reader.path.name != row["shard"]:
+            reader = ShardReader(manifest_path.parent / row["shard"], row["shard_sha256"] if verify else None)
+        yield row, reader.read(row["offset"], row["n_frames"], row["checksum"] if verify else None, row["id"])
