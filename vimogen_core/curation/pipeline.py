@@ -50,6 +50,7 @@ class CurationConfig:
     window_stride: int = 100  # start-to-start distance of windows cut from takes longer than max_frames
     mirror: bool = True
     split_fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    split_salt: str = ""
     gates: GateConfig = GateConfig()
     samples_per_chunk: int = 2000
 
@@ -143,7 +144,7 @@ def curate_take(raw: RawSample, config: CurationConfig = CurationConfig(), judge
     """All samples (windows x {original, mirror}) of one take, each curated or rejected with reasons."""
     if raw.source not in SOURCES:
         return [_reject(raw, raw.id, [("source", f"unknown source {raw.source!r}; expected one of {SOURCES}")], {})]
-    split = raw.split or assign_split(raw.split_group, config.split_fractions)
+    split = raw.split or assign_split(raw.split_group, config.split_fractions, config.split_salt)
     captions = clean_captions(raw.motion_captions)
     video_caption = raw.video_caption.strip() if isinstance(raw.video_caption, str) else ""
 
@@ -301,3 +302,18 @@ def curate_samples(
         sink.log_metrics({"curation/accepted": result.n_accepted, "curation/rejected": result.n_rejected}, n_takes)
         sink.log_text(f"curated {result.n_accepted} samples from {n_takes} takes; quarantined {result.n_rejected}: {result.rejected_by_gate}")
     return result
+
+
+def curate_sources(
+    sources_dir: str | Path,
+    out_dir: str | Path,
+    config: CurationConfig = CurationConfig(),
+    judge: CaptionJudge | None = None,
+    workers: int = 1,
+    sink: "MetricSink | None" = None,
+    progress: bool = False,
+) -> CurationResult:
+    """Curate every take listed in a sources folder (`vimogen data sources` output)."""
+    from vimogen_core.curation.raw_sources import iter_source_index
+
+    return curate_samples(iter_source_index(sources_dir), out_dir, config, judge, workers, sink, progress)

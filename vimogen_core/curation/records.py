@@ -76,12 +76,13 @@ class Rejection:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def assign_split(group_id: str, fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)) -> str:
+def assign_split(group_id: str, fractions: tuple[float, float, float] = (0.9, 0.05, 0.05), salt: str = "") -> str:
     """Deterministic split from a hash of the group id: the same take always lands in the same split,
-    on every machine and run, and its windows, mirrors and re-captures never leak across splits."""
+    on every machine and run, and its windows, mirrors and re-captures never leak across splits.
+    A different `salt` draws a different (equally deterministic) split."""
     if abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"split fractions must sum to 1, got {fractions}")
-    digest = hashlib.sha256(group_id.encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{salt}{group_id}".encode("utf-8")).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64  # uniform in [0, 1)
     if u < fractions[0]:
         return "train"

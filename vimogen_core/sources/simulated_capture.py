@@ -36,10 +36,10 @@ class CaptureDefects:
 
 
 CAPTURE_PRESETS: dict[str, CaptureDefects] = {
-    # A good recovery on an easy video: small noise, little drift.
-    "clean": CaptureDefects(0.01, 0.01, 0.003, 0.008, 0.001, 0.02),
+    # A good, temporally smoothed recovery of an easy video: millimetre noise, little drift.
+    "clean": CaptureDefects(0.003, 0.003, 0.001, 0.003, 0.0005, 0.02),
     # Typical single-view recovery: visible jitter, depth wander, some foot skating.
-    "noisy": CaptureDefects(0.03, 0.03, 0.008, 0.03, 0.003, 0.06),
+    "noisy": CaptureDefects(0.012, 0.012, 0.004, 0.015, 0.002, 0.05),
     # A failure case: heavy jitter plus front/back flips - what the jitter gate exists to catch.
     "gross_failure": CaptureDefects(0.06, 0.06, 0.02, 0.08, 0.006, 0.1, flips=2),
 }

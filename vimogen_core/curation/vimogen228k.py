@@ -1,0 +1,106 @@
+"""Ingest the released ViMoGen-228K layout (annotation JSON + `.pt` sample files) into the same
+curated chunks and shards as the project's own sources, keeping every released field.
+
+The released samples are already 20 fps, windowed and encoded, so they are not re-windowed or
+mirrored (preset "released"); they still pass the generic gates (finite, length, speeds, bones,
+captions). The annotation entry is kept verbatim (manifest column `annotation_json`), together
+with the camera parameters of video-recovered samples.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vimogen_core.curation.pipeline import CURATION_PRESETS, CurationConfig, CurationResult, curate_samples
+from vimogen_core.curation.records import SOURCES, RawSample, Rejection
+
+if TYPE_CHECKING:
+    from vimogen_core.curation.gates import CaptionJudge
+    from vimogen_core.sinks import MetricSink
+
+# Released subset names -> the project's source vocabulary.
+_SUBSET_SOURCE_HINTS = (
+    ("synthetic", "synthetic_video"),
+    ("generated", "synthetic_video"),
+    ("video", "in_the_wild_video"),
+    ("wild", "in_the_wild_video"),
+)
+
+
+def released_source(subset: str, has_camera: bool) -> str:
+    """Which source a released sample belongs to: video-recovered files carry camera parameters."""
+    lowered = subset.lower()
+    for hint, source in _SUBSET_SOURCE_HINTS:
+        if hint in lowered:
+            return source
+    return "in_the_wild_video" if has_camera else "optical_mocap"
+
+
+def _field(record: Any, name: str, default=None):
+    return record.get(name, default) if isinstance(record, dict) else getattr(record, name, default)
+
+
+def _as_numpy(value) -> np.ndarray | None:
+    if value is None:
+        return None
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def _captions(value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+def iter_released_takes(annotation_json: str | Path, root: str | Path) -> Iterator[RawSample | Rejection]:
+    """Released records -> RawSamples (a record the reader rejects becomes a Rejection)."""
+    from vimogen_core.sources.vimogen228k import iter_vimogen228k
+
+    for record in iter_vimogen228k(annotation_json, root):
+        if isinstance(record, Exception):  # a reader that yields per-record errors instead of raising
+            yield Rejection(str(getattr(record, "path", "")), "unknown", "unknown", str(annotation_json), ("load",), (str(record),))
+            continue
+        entry = _field(record, "annotation") or {
+            key: _field(record, key)
+            for key in ("id", "subset", "split", "motion_text_annot", "video_text_annot", "motion_path", "video_path", "ref_motion_path")
+            if _field(record, key) is not None
+        }
+        extrinsic = _as_numpy(_field(record, "extrinsic"))
+        subset = str(_field(record, "subset", ""))
+        source = _field(record, "source")
+        if source not in SOURCES:
+            source = released_source(subset, extrinsic is not None)
+        yield RawSample(
+            id=str(_field(record, "id")),
+            source=source,
+            subset=subset,
+            origin=str(Path(root) / str(_field(record, "motion_path", ""))),
+            features=_as_numpy(_field(record, "motion")),
+            motion_captions=_captions(_field(record, "motion_text_annot")),
+            video_caption=" ".join(_captions(_field(record, "video_text_annot"))),
+            split=_field(record, "split"),
+            annotation=dict(entry),
+            camera_extrinsic=extrinsic,
+            camera_intrinsic=_as_numpy(_field(record, "intrinsic")),
+        )
+
+
+def ingest_vimogen228k(
+    annotation_json: str | Path,
+    root: str | Path,
+    out_dir: str | Path,
+    config: CurationConfig = CURATION_PRESETS["released"],
+    judge: "CaptionJudge | None" = None,
+    workers: int = 1,
+    sink: "MetricSink | None" = None,
+    progress: bool = False,
+) -> CurationResult:
+    """Curate a released annotation file + sample folder into chunk shards under `out_dir`."""
+    return curate_samples(iter_released_takes(annotation_json, root), out_dir, config, judge, workers, sink, progress)
