@@ -35,6 +35,7 @@ _DEFAULT_PROMPTS = (
 
 @dataclass(frozen=True)
 class SourcesConfig:
+    clips: tuple[str, ...] = ()  # built-in clips to use; empty = all of them
     min_take_frames: int = 121  # short built-in clips are looped (or padded) to at least this many frames
     capture_presets: tuple[str, ...] = ("clean", "noisy", "gross_failure")  # one simulated capture per preset per clip
     capture_seed: int = 0
@@ -83,7 +84,7 @@ def _entry(take_id, source, subset, group_id, kind, file, captions, video_captio
 
 def build_sources(out_dir: str | Path, config: SourcesConfig = SourcesConfig()) -> SourcesResult:
     """Write the embedded default's raw takes under `out_dir` and their index."""
-    from vimogen_core.sources.deepmimic import load_builtin_clips
+    from vimogen_core.sources.deepmimic import builtin_clip_names, load_builtin_clip
 
     out_dir = Path(out_dir)
     for sub in ("optical_mocap", "in_the_wild_video", "synthetic_video"):
@@ -91,8 +92,12 @@ def build_sources(out_dir: str | Path, config: SourcesConfig = SourcesConfig()) 
     unknown = [p for p in config.capture_presets if p not in CAPTURE_PRESETS]
     if unknown:
         raise ValueError(f"unknown capture presets {unknown}; known: {sorted(CAPTURE_PRESETS)}")
+    unknown = sorted(set(config.clips) - set(builtin_clip_names()))
+    if unknown:
+        raise ValueError(f"unknown built-in clips {unknown}; known: {builtin_clip_names()}")
     entries = []
-    for clip in load_builtin_clips(min_frames=config.min_take_frames):
+    for name in config.clips or builtin_clip_names():
+        clip = load_builtin_clip(name, min_frames=config.min_take_frames)
         group = f"deepmimic/{clip.name}"
         motion = clip.motion
         file = f"optical_mocap/{clip.name}.npz"

@@ -1,0 +1,189 @@
+"""Shards: packing, random access, checksums, length bucketing, streaming statistics, atomicity."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from vimogen_core.curation.dataset import LengthBucketSampler, ShardDataset, collate_motion_batch
+from vimogen_core.curation.pipeline import CurationConfig, curate_samples
+from vimogen_core.curation.records import RawSample
+from vimogen_core.curation.sharding import write_shards
+from vimogen_core.curation.shards import ShardReader, iter_shard_samples
+from vimogen_core.curation.statistics import compute_statistics
+from vimogen_core.errors import MotionDataError
+from vimogen_core.motion.motion import canonicalize, mirror
+from vimogen_core.motion.representation import FEATURE_DIM, Normalizer
+from vimogen_core.sources.deepmimic import load_builtin_clip
+
+CLIPS = ("walk", "kick", "cartwheel", "crawl", "dance_b", "getup_faceup")
+
+
+def optical_takes(names=CLIPS, min_frames=121):
+    for name in names:
+        clip = load_builtin_clip(name, min_frames=min_frames)
+        yield RawSample(id=f"deepmimic/{name}", source="optical_mocap", subset="deepmimic", origin=clip.meta["file"],
+                        motion=clip.motion, motion_captions=tuple(clip.captions), video_caption=clip.video_caption)
+
+
+@pytest.fixture(scope="module")
+def shard_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    # Small chunks/shards so the set spans several files; fractions that give every split a clip.
+    config = CurationConfig(samples_per_chunk=3, split_fractions=(0.6, 0.2, 0.2))
+    curated = curate_samples(optical_takes(), root / "curated", config)
+    shards = write_shards(curated.manifest_path, root / "shards", samples_per_shard=4)
+    return curated, shards
+
+
+def test_round_trip_matches_features_computed_directly(shard_set):
+    curated, shards = shard_set
+    assert curated.n_accepted == 2 * len(CLIPS)  # every clip fits one window; each has its mirror
+    assert shards.n_samples == curated.n_accepted
+    assert shards.n_shards >= 3
+    walk = canonicalize(load_builtin_clip("walk", min_frames=121).motion)
+    expected = {"deepmimic/walk": walk.features().numpy(), "deepmimic/walk~mirror": mirror(walk).features().numpy()}
+    found = {}
+    for split in ("train", "val", "test"):
+        dataset = ShardDataset(shards.manifest_path, split=split)
+        for index in range(len(dataset)):
+            item = dataset[index]
+            assert item["features"].shape == (item["n_frames"], FEATURE_DIM)
+            if item["id"] in expected:
+                found[item["id"]] = item
+    assert set(found) == set(expected)
+    for sample_id, item in found.items():
+        np.testing.assert_array_equal(item["features"].numpy(), expected[sample_id])
+    manifest = pq.read_table(shards.manifest_path).to_pandas()
+    assert {"id", "source", "subset", "split", "shard", "offset", "n_frames", "motion_text", "video_text", "checksum",
+            "stat_jitter", "stat_max_joint_speed"} <= set(manifest.columns)
+    assert manifest.groupby("shard")["split"].nunique().max() == 1  # shards are grouped by split
+    assert (manifest.groupby("shard").size() <= 4).all()
+
+
+def test_flipped_byte_fails_with_checksum_error_naming_the_shard(shard_set, tmp_path):
+    _, shards = shard_set
+    manifest = pq.read_table(shards.manifest_path).to_pandas()
+    target = manifest.iloc[0]
+    for position in ("data", "header"):
+        copy = tmp_path / position
+        copy.mkdir()
+        for path in Path(shards.out_dir).iterdir():
+            (copy / path.name).write_bytes(path.read_bytes())
+        shard_path = copy / target["shard"]
+        raw = bytearray(shard_path.read_bytes())
+        offset = 128 + (int(target["offset"]) + 3) * FEATURE_DIM * 4 + 5 if position == "data" else 40
+        raw[offset] ^= 0x01
+        shard_path.write_bytes(bytes(raw))
+        dataset = ShardDataset(copy / "manifest.parquet", split=target["split"])
+        with pytest.raises(MotionDataError, match=str(target["shard"])) as err:
+            dataset[dataset.ids.index(target["id"])]
+        assert "checksum" in str(err.value)
+
+    # Without the whole-file check, the per-sample checksum still catches it and names sample and shard.
+    reader = ShardReader(tmp_path / "data" / target["shard"])
+    with pytest.raises(MotionDataError, match=rf"{target['shard']}.*checksum mismatch for sample {target['id']}"):
+        reader.read(int(target["offset"]), int(target["n_frames"]), target["checksum"], target["id"])
+
+
+def test_length_bucket_sampler_covers_everything_with_less_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(40, 201, size=1000)
+    sampler = LengthBucketSampler(lengths, batch_size=16, seed=3, pool_batches=8)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    random_batches = np.array_split(rng.permutation(1000), len(batches))
+    random_spread = np.mean([lengths[b].max() - lengths[b].min() for b in random_batches])
+    assert spread < 0.3 * random_spread
+    assert [list(b) for b in LengthBucketSampler(lengths, 16, seed=3, pool_batches=8)] == batches  # reproducible
+    sampler.set_epoch(1)
+    assert list(sampler) != batches  # a new order each epoch
+    dropping = LengthBucketSampler(lengths, batch_size=16, seed=3, pool_batches=8, drop_last=True)
+    assert len(list(dropping)) == len(dropping) and all(len(b) == 16 for b in dropping)
+
+
+def test_collate_pads_and_masks(shard_set):
+    _, shards = shard_set
+    dataset = ShardDataset(shards.manifest_path, split=None)
+    sampler = LengthBucketSampler(dataset.lengths, batch_size=3, seed=0)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_motion_batch)
+    for batch in loader:
+        lengths = batch["lengths"]
+        assert batch["features"].shape == (len(lengths), int(lengths.max()), FEATURE_DIM)
+        assert torch.equal(batch["mask"].sum(1), lengths)
+        assert batch["features"][~batch["mask"]].abs().sum() == 0
+
+
+def test_streaming_statistics_equal_the_direct_computation(shard_set, tmp_path):
+    _, shards = shard_set
+    result = compute_statistics(shards.manifest_path, tmp_path, split="train")
+    train = np.concatenate([block for _, block in iter_shard_samples(Path(shards.manifest_path), split="train")]).astype(np.float64)
+    assert result.n_frames == len(train) and result.n_samples == shards.by_split["train"]
+    normalizer = Normalizer.load(result.normalizer_path)
+    np.testing.assert_allclose(normalizer.mean, train.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(normalizer.std, np.maximum(train.std(0), Normalizer.MIN_STD), rtol=1e-4, atol=1e-6)
+    dataset = ShardDataset(shards.manifest_path, split="train", normalizer=normalizer)
+    normalised = torch.cat([dataset[i]["features"] for i in range(len(dataset))])
+    assert normalised.mean(0).abs().max() < 1e-3
+
+
+_KILLABLE_RUN = textwrap.dedent(
+    """
+    import sys, torch
+    torch.set_num_threads(1)
+    from dataclasses import replace
+    from vimogen_core.curation.pipeline import CurationConfig, curate_samples
+    from vimogen_core.curation.records import RawSample
+    from vimogen_core.sources.deepmimic import load_builtin_clip
+
+    clip = load_builtin_clip("walk", min_frames=401)
+    def takes():
+        for i in range(int(sys.argv[2])):
+            yield RawSample(id=f"take/{i}", source="optical_mocap", subset="deepmimic", origin="walk",
+                            motion=replace(clip.motion, fps=20.0 + (i % 7)), motion_captions=("a person walks",))
+    result = curate_samples(takes(), sys.argv[1], CurationConfig(samples_per_chunk=8))
+    print("DONE", result.n_accepted)
+    """
+)
+
+
+@pytest.mark.slow
+def test_killed_run_leaves_no_partial_shard_and_rerun_completes(tmp_path):
+    out = tmp_path / "curated"
+    script = tmp_path / "run.py"
+    script.write_text(_KILLABLE_RUN)
+    process = subprocess.Popen([sys.executable, str(script), str(out), "400"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("chunk-*.npy"))) < 2:
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    visible = sorted(out.glob("chunk-*.npy"))
+    assert len(visible) >= 2
+    assert not (out / "manifest.parquet").exists()  # an interrupted run publishes no manifest
+    for path in visible:  # every file under a shard name is complete
+        array = np.load(path, mmap_mode="r")
+        assert array.shape[1] == FEATURE_DIM and path.stat().st_size == 128 + array.nbytes
+        assert array.shape[0] > 0 and np.isfinite(np.asarray(array)).all()
+
+    rerun = subprocess.run([sys.executable, str(script), str(out), "40"], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "DONE" in rerun.stdout
+    assert not list(out.glob(".*tmp-*"))  # leftovers of the killed run are gone
+    dataset = ShardDataset(out / "manifest.parquet", split=None)
+    assert len(dataset) == int(rerun.stdout.split()[-1]) > 0
+    assert sorted(p.name for p in out.glob("chunk-*.npy")) == sorted(set(dataset.shards))  # no stale shards remain
+    for index in range(len(dataset)):
+        dataset[index]
