@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vimogen_core.bench.metrics import MOTION_QUALITY_DIMENSIONS
@@ -41,11 +41,12 @@ class BenchPrompt:
     dimensions: tuple[str, ...]
     n_frames: int
     candidates: tuple[str, ...] = ()  # MCC only: true label first, then the distractors
+    file_stem: str | None = None  # folder mode: the motion file's own name
 
     @property
     def key(self) -> str:
-        """File stem of this prompt's motion: `{global_id}.npy`."""
-        return str(self.global_id)
+        """File stem of this prompt's motion: `{global_id}.npy` unless a stem is given."""
+        return self.file_stem if self.file_stem is not None else str(self.global_id)
 
 
 # --- the project's own prompt set (embedded default) -------------------------------------------
@@ -207,5 +208,5 @@ def select_dimensions(prompts: Sequence[BenchPrompt], dimensions: Sequence[str] 
     for prompt in prompts:
         chosen = tuple(d for d in prompt.dimensions if d in wanted)
         if chosen:
-            kept.append(BenchPrompt(prompt.global_id, prompt.group, prompt.text, chosen, prompt.n_frames, prompt.candidates))
+            kept.append(replace(prompt, dimensions=chosen))
     return kept
