@@ -105,14 +105,14 @@ def _resample_camera(rotation: torch.Tensor, translation: torch.Tensor, source_f
 
 
 def load_hmr_output(path_or_dict, fps: float | None = None, body_model: BodyModel | None = None,
-                    extrinsic=None) -> tuple[Motion, np.ndarray, np.ndarray]:
+                    extrinsic=None, source: str | os.PathLike | None = None) -> tuple[Motion, np.ndarray, np.ndarray]:
     """Mesh-recovery output -> (Motion at 20 fps, canonical world; extrinsic (T, 9); intrinsic (3, 3)).
 
     path_or_dict: a file (see the module docstring) or a dict with the same keys.
     fps: the video frame rate; overrides the file's `fps`. extrinsic: (T, 9) world-to-camera
-    poses overriding the file's."""
+    poses overriding the file's. source: the name errors give for a dict input (its origin file)."""
     if isinstance(path_or_dict, dict):
-        path, data = None, path_or_dict
+        path, data = (None if source is None else str(source)), path_or_dict
     else:
         path, data = str(path_or_dict), read_hmr_file(path_or_dict)
     global_orient = as_axis_angle(finite_array(data, "global_orient", path), 1, "global_orient", path)  # (T, 3)
