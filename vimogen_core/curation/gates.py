@@ -63,21 +63,22 @@ _STILL = re.compile(r"\b(stands still|standing still|stays still|motionless|sits
 @dataclass(frozen=True)
 class LocomotionJudge:
     """A cheap, explainable judge: a caption that says the person travels (walks, runs, crawls) needs
-    the pelvis to cover ground, and one that says they stay still needs it not to. It cannot judge
-    anything else and then abstains (matches)."""
+    the pelvis to get somewhere, and one that says they stay still needs it not to. Distance is the
+    farthest the pelvis gets from where it started (swaying in place covers path but no ground).
+    It cannot judge anything else and then abstains (matches)."""
 
-    min_travel_m: float = 0.4
+    min_travel_m: float = 0.5
     max_still_travel_m: float = 0.3
     name: str = "locomotion-heuristic"
 
     def judge(self, joints: np.ndarray, caption: str, fps: float) -> JudgeVerdict:
         pelvis_xy = joints[:, 0, :2]  # (T, 2)
-        travel = float(np.linalg.norm(np.diff(pelvis_xy, axis=0), axis=-1).sum())
-        if _LOCOMOTION.search(caption) and not _IN_PLACE.search(caption) and travel < self.min_travel_m:
-            return JudgeVerdict(False, travel, f"caption describes locomotion but the pelvis travels only {travel:.2f} m")
-        if _STILL.search(caption) and travel > self.max_still_travel_m:
-            return JudgeVerdict(False, travel, f"caption says still but the pelvis travels {travel:.2f} m")
-        return JudgeVerdict(True, travel)
+        reach = float(np.linalg.norm(pelvis_xy - pelvis_xy[0], axis=-1).max())
+        if _LOCOMOTION.search(caption) and not _IN_PLACE.search(caption) and reach < self.min_travel_m:
+            return JudgeVerdict(False, reach, f"caption describes locomotion but the pelvis gets only {reach:.2f} m from its start")
+        if _STILL.search(caption) and reach > self.max_still_travel_m:
+            return JudgeVerdict(False, reach, f"caption says still but the pelvis moves {reach:.2f} m from its start")
+        return JudgeVerdict(True, reach)
 
 
 def motion_statistics(joints: np.ndarray, fps: float) -> dict[str, float]:

@@ -111,8 +111,9 @@ def _reject(raw: RawSample, sample_id: str, failures: list[tuple[str, str]], sta
 
 def _gate_and_build(raw: RawSample, sample_id: str, joints: np.ndarray, features: np.ndarray, captions: tuple[str, ...],
                     video_caption: str, mirrored: bool, window_start: int, split: str, config: CurationConfig,
-                    judge: CaptionJudge | None) -> CuratedSample | Rejection:
-    """joints (T, 22, 3), features (T-1, 276) or (T, 276) for released samples."""
+                    judge: CaptionJudge | None, keep_extrinsic: bool = True) -> CuratedSample | Rejection:
+    """joints (T, 22, 3), features (T-1, 276) or (T, 276) for released samples. The take's camera
+    extrinsic is kept only where it still describes the sample's world frame (`keep_extrinsic`)."""
     problem = check_finite(joints, features)
     if problem:
         return _reject(raw, sample_id, [("non_finite", problem)], {})
@@ -135,7 +136,7 @@ def _gate_and_build(raw: RawSample, sample_id: str, joints: np.ndarray, features
         window_start=window_start,
         stats=stats,
         annotation_json=json.dumps(raw.annotation, sort_keys=True) if raw.annotation is not None else "",
-        camera_extrinsic=raw.camera_extrinsic,
+        camera_extrinsic=raw.camera_extrinsic if keep_extrinsic else None,
         camera_intrinsic=raw.camera_intrinsic,
     )
 
@@ -179,6 +180,8 @@ def curate_take(raw: RawSample, config: CurationConfig = CurationConfig(), judge
                     split,
                     config,
                     judge,
+                    # a camera pose stays valid only for the whole, unmirrored take
+                    keep_extrinsic=len(starts) == 1 and not mirrored and window.n_frames == motion.n_frames,
                 )
             )
     return out

@@ -149,15 +149,19 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
 def load_take(entry: dict, root: Path) -> RawSample:
     """One index entry -> a RawSample; raises MotionDataError naming the file on bad data."""
     path = root / entry["file"]
-    arrays = _load_arrays(path)
+    extrinsic = intrinsic = None
     if entry["kind"] == "motion":
+        arrays = _load_arrays(path)
         missing = {"local_rotmats", "joints", "fps"} - set(arrays)
         if missing:
             raise MotionDataError(path, f"missing arrays {sorted(missing)}")
         motion = Motion(torch.from_numpy(arrays["local_rotmats"].astype(np.float64)), torch.from_numpy(arrays["joints"].astype(np.float64)),
                         float(arrays["fps"]), arrays.get("offsets"))
     elif entry["kind"] == "hmr":
-        motion = load_hmr_arrays(arrays, path)
+        # The same reader a real mesh-recovery output goes through: camera -> world, 20 fps, floor.
+        from vimogen_core.sources.hmr import load_hmr_output
+
+        motion, extrinsic, intrinsic = load_hmr_output(path)
     else:
         raise MotionDataError(path, f"unknown take kind {entry['kind']!r}")
     return RawSample(
@@ -169,14 +173,9 @@ def load_take(entry: dict, root: Path) -> RawSample:
         motion_captions=tuple(entry.get("motion_captions") or ()),
         video_caption=entry.get("video_caption") or "",
         group_id=entry.get("group_id"),
+        camera_extrinsic=None if extrinsic is None else np.asarray(extrinsic, dtype=np.float32),
+        camera_intrinsic=None if intrinsic is None else np.asarray(intrinsic, dtype=np.float32),
     )
-
-
-def load_hmr_arrays(arrays: dict[str, np.ndarray], path: Path) -> Motion:
-    """Mesh-recovery output (camera coordinates) -> world Motion, through the project's HMR reader."""
-    from vimogen_core.sources.hmr import load_hmr_output
-
-    return load_hmr_output(arrays, fps=float(arrays["fps"]), source=path)
 
 
 def iter_source_index(sources_dir: str | Path) -> Iterator[RawSample | Rejection]:
