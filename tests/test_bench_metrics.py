@@ -170,3 +170,120 @@ def test_invalid_joints_raise_errors_that_name_the_file(array, reason):
     with pytest.raises(MotionDataError, match=reason) as info:
         metrics.validate_joints(array, "gen/7.npy")
     assert str(info.value).startswith("gen/7.npy: ")
+
+
+# --- pose metrics: IK, self-penetration, pose prior ----------------------------------------------
+
+from vimogen_core.bench import pose  # noqa: E402
+from vimogen_core.motion.kinematics import forward_kinematics  # noqa: E402
+from vimogen_core.motion.rotations import axis_angle_to_matrix  # noqa: E402
+from vimogen_core.sources.deepmimic import load_builtin_clip  # noqa: E402
+
+
+def rotation(axis_angle) -> np.ndarray:
+    import torch
+
+    return axis_angle_to_matrix(torch.tensor(axis_angle, dtype=torch.float64)).numpy()
+
+
+def test_ik_fit_reproduces_real_motion_joints():
+    import torch
+
+    motion = load_builtin_clip("cartwheel").motion
+    local = pose.ik_fit(motion.joints.numpy())
+    pelvis_offset = torch.as_tensor(motion.offsets[0])
+    joints, _ = forward_kinematics(torch.as_tensor(local), motion.joints[:, 0] - pelvis_offset, motion.offsets)
+    np.testing.assert_allclose(joints.numpy(), motion.joints.numpy(), atol=1e-8)
+    # Rotations are proper (orthonormal, det +1) for every frame and joint.
+    np.testing.assert_allclose(local @ local.swapaxes(-1, -2), np.broadcast_to(np.eye(3), local.shape), atol=1e-9)
+    np.testing.assert_allclose(np.linalg.det(local), 1.0, atol=1e-9)
+
+
+def test_swing_handles_opposite_directions():
+    a = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    b = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    turned = np.einsum("nij,nj->ni", pose.swing_rotation(a, b), a)
+    np.testing.assert_allclose(turned, b, atol=1e-12)
+
+
+def test_triangle_intersection_test():
+    flat = np.array([[[-1.0, -1.0, 0.0], [1.0, -1.0, 0.0], [0.0, 1.0, 0.0]]])
+    through = np.array([[[0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [0.0, 0.5, 1.0]]])  # pierces `flat`
+    above = through + [0.0, 0.0, 2.5]
+    assert pose.triangles_intersect(flat, through)[0]
+    assert not pose.triangles_intersect(flat, above)[0]
+
+
+@pytest.fixture(scope="module")
+def body_mesh() -> pose.BodyMesh:
+    return pose.BodyMesh.procedural()
+
+
+def test_body_penetration_is_zero_at_rest_and_positive_for_crossed_legs(body_mesh):
+    rest = np.broadcast_to(np.eye(3), (1, 22, 3, 3)).copy()
+    assert body_mesh.body_penetration(rest) == 0.0
+    crossed = rest.copy()
+    crossed[0, 1] = rotation([0.0, 0.0, -np.radians(15)])  # left leg swung across the right one
+    crossed_percentage = body_mesh.body_penetration(crossed)
+    assert 1.0 < crossed_percentage < 20.0
+    # Per frame, then averaged: one crossed frame out of two halves the score.
+    assert body_mesh.body_penetration(np.concatenate([rest, crossed])) == pytest.approx(crossed_percentage / 2)
+
+
+def test_real_motion_does_not_self_penetrate_much(body_mesh):
+    walk = load_builtin_clip("walk").motion
+    assert body_mesh.body_penetration(walk.local_rotmats.numpy()) == 0.0
+
+
+@pytest.fixture(scope="module")
+def prior_without_walk() -> pose.PosePrior:
+    return pose.PosePrior.builtin(exclude=["walk"])
+
+
+def test_pose_prior_ranks_a_real_unseen_motion_above_corrupted_poses(prior_without_walk):
+    import torch
+
+    walk = load_builtin_clip("walk").motion
+    local = walk.local_rotmats.numpy()
+    real = prior_without_walk.pose_quality(local)
+    rng = np.random.default_rng(0)
+    noisy = local @ axis_angle_to_matrix(torch.as_tensor(rng.normal(0, 0.4, size=(len(local), 22, 3)))).numpy()
+    backward_knees = local.copy()
+    backward_knees[:, [4, 5]] = rotation([np.radians(-100), 0.0, 0.0])  # knees bent the wrong way
+    assert real < prior_without_walk.pose_quality(noisy)
+    assert real < prior_without_walk.pose_quality(backward_knees)
+    # Joint-only input goes through IK and the twist-free bank, and ranks the same way.
+    from vimogen_core.motion.kinematics import forward_kinematics as fk
+
+    bad_joints, _ = fk(torch.as_tensor(backward_knees), walk.joints[:, 0], walk.offsets)
+    real_ik = prior_without_walk.pose_quality(pose.ik_fit(walk.joints.numpy()), swing_only=True)
+    bad_ik = prior_without_walk.pose_quality(pose.ik_fit(bad_joints.numpy()), swing_only=True)
+    assert real_ik < bad_ik
+
+
+def test_distance_field_checkpoints_load_with_weights_only(tmp_path, prior_without_walk):
+    import pickle
+
+    import torch
+
+    field = pose.fit_distance_field(prior_without_walk, steps=150, batch=128, hidden=(64, 64))
+    checkpoint = tmp_path / "nrdf_like.pt"
+    torch.save({"state_dict": field.state_dict()}, checkpoint)
+    loaded = pose.DistanceFieldPrior.load(checkpoint)
+    walk = load_builtin_clip("walk").motion.local_rotmats.numpy()
+    rng = np.random.default_rng(1)
+    noisy = walk @ axis_angle_to_matrix(torch.as_tensor(rng.normal(0, 0.6, size=(len(walk), 22, 3)))).numpy()
+    assert loaded.pose_quality(walk) < loaded.pose_quality(noisy)
+    assert "nrdf_like.pt" in loaded.name
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    hostile = tmp_path / "hostile.pt"
+    hostile.write_bytes(pickle.dumps({"state_dict": Payload()}, protocol=2))
+    with pytest.raises(MotionDataError, match="hostile.pt: unreadable distance-field checkpoint"):
+        pose.DistanceFieldPrior.load(hostile)
+    torch.save({"layers.0.weight": torch.zeros(3, 5)}, tmp_path / "wrong.pt")
+    with pytest.raises(MotionDataError, match="84 inputs"):
+        pose.DistanceFieldPrior.load(tmp_path / "wrong.pt")

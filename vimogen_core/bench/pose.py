@@ -32,6 +32,7 @@ from vimogen_core.motion.skeleton import PARENTS, SMPL24_PARENTS, rest_offsets
 
 NUM_JOINTS = 22
 POSE_QUALITY_SCALE = 10.0
+IK_SOURCE = "IK fit from joints"
 _CHILDREN = {j: [c for c, p in enumerate(PARENTS) if p == j] for j in range(NUM_JOINTS)}
 
 
@@ -104,7 +105,7 @@ def motion_rotations(joints: np.ndarray | None, features: np.ndarray | None) -> 
         return local.numpy(), "276-d rotations"
     if joints is None:
         raise ValueError("a motion needs joints or features")
-    return ik_fit(joints), "IK fit from joints"
+    return ik_fit(joints), IK_SOURCE
 
 
 # --- body mesh and self-penetration ------------------------------------------------------------
@@ -292,10 +293,15 @@ def pose_distances(queries: np.ndarray, bank: np.ndarray, k: int = 4, chunk: int
 
 
 class PosePrior:
-    """k-nearest-neighbour distance to a bank of curated poses."""
+    """k-nearest-neighbour distance to a bank of curated poses.
 
-    def __init__(self, bank_quaternions: np.ndarray, description: str, k: int = 4):
-        self.bank = np.asarray(bank_quaternions, dtype=np.float32)  # (M, 21, 4)
+    Two banks: the poses' own rotations, and their IK re-fit from joints (twist-free), so that a
+    joint-only motion (scored through `ik_fit`) is compared with poses represented the same way.
+    """
+
+    def __init__(self, bank: np.ndarray, swing_bank: np.ndarray, description: str, k: int = 4):
+        self.bank = np.asarray(bank, dtype=np.float32)  # (M, 21, 4)
+        self.swing_bank = np.asarray(swing_bank, dtype=np.float32)  # (M, 21, 4)
         self.description = description
         self.k = k
 
@@ -304,9 +310,11 @@ class PosePrior:
         return f"knn-posebank (k={self.k}, {len(self.bank)} poses: {self.description})"
 
     @classmethod
-    def from_motions(cls, rotation_sets: Sequence[np.ndarray], description: str, k: int = 4, stride: int = 1) -> PosePrior:
-        bank = np.concatenate([body_quaternions(np.asarray(r)[::stride]) for r in rotation_sets])
-        return cls(bank, description, k)
+    def from_motions(cls, motions: Sequence[tuple[np.ndarray, np.ndarray]], description: str, k: int = 4) -> PosePrior:
+        """motions: (local rotations (T, 22, 3, 3), joints (T, 22, 3)) pairs."""
+        bank = np.concatenate([body_quaternions(np.asarray(r)) for r, _ in motions])
+        swing = np.concatenate([body_quaternions(ik_fit(j)) for _, j in motions])
+        return cls(bank, swing, description, k)
 
     @classmethod
     def builtin(cls, exclude: Sequence[str] = ()) -> PosePrior:
@@ -314,18 +322,21 @@ class PosePrior:
         from vimogen_core.motion.motion import mirror
         from vimogen_core.sources.deepmimic import builtin_clip_names, load_builtin_clip
 
-        rotations = []
+        motions = []
         names = [n for n in builtin_clip_names() if n not in exclude]
         for name in names:
             motion = load_builtin_clip(name).motion
-            rotations += [motion.local_rotmats.numpy(), mirror(motion).local_rotmats.numpy()]
-        return cls.from_motions(rotations, f"{len(names)} built-in mocap clips + mirrors")
+            for m in (motion, mirror(motion)):
+                motions.append((m.local_rotmats.numpy(), m.joints.numpy()))
+        return cls.from_motions(motions, f"{len(names)} built-in mocap clips + mirrors")
 
-    def frame_distances(self, local_rotmats: np.ndarray) -> np.ndarray:
-        return pose_distances(body_quaternions(local_rotmats), self.bank, self.k)
+    def frame_distances(self, local_rotmats: np.ndarray, swing_only: bool = False) -> np.ndarray:
+        bank = self.swing_bank if swing_only else self.bank
+        return pose_distances(body_quaternions(local_rotmats), bank, self.k)
 
-    def pose_quality(self, local_rotmats: np.ndarray) -> float:
-        return POSE_QUALITY_SCALE * float(self.frame_distances(local_rotmats).mean())
+    def pose_quality(self, local_rotmats: np.ndarray, swing_only: bool = False) -> float:
+        """x 10 the mean k-NN distance; `swing_only` for rotations that came from `ik_fit`."""
+        return POSE_QUALITY_SCALE * float(self.frame_distances(local_rotmats, swing_only).mean())
 
 
 class DistanceField(torch.nn.Module):
@@ -384,7 +395,8 @@ class DistanceFieldPrior:
         return cls(field, path.name)
 
     @torch.no_grad()
-    def pose_quality(self, local_rotmats: np.ndarray) -> float:
+    def pose_quality(self, local_rotmats: np.ndarray, swing_only: bool = False) -> float:
+        """x 10 the field's mean distance (one field serves rotations and IK fits alike)."""
         quaternions = torch.as_tensor(body_quaternions(local_rotmats), dtype=torch.float32)
         return POSE_QUALITY_SCALE * float(self.field(quaternions).mean())
 
@@ -432,11 +444,11 @@ class PoseScorer:
                 f"prior: {self.prior.name}; joint-only motions: IK fit")
 
     def score(self, dimension: str, joints: np.ndarray | None, features: np.ndarray | None) -> float:
-        local, _ = motion_rotations(joints, features)
+        local, source = motion_rotations(joints, features)
         if dimension == "Body_Penetration":
             return self.mesh.body_penetration(local, self.frame_stride)
         if dimension == "Pose_Quality":
-            return self.prior.pose_quality(local)
+            return self.prior.pose_quality(local, swing_only=source == IK_SOURCE)
         raise ValueError(f"not a pose dimension: {dimension}")
 
 
