@@ -13,7 +13,7 @@ _MIRROR_TABLE = {
 }
 # Longest first so "counter-clockwise" wins over "clockwise".
 _MIRROR_PATTERN = re.compile(
-    r"(?<![\w-])(" + "|".join(sorted(map(re.escape, _MIRROR_TABLE), key=len, reverse=True)) + r")(?![\w-])",
+    r"(?<!\w)(" + "|".join(sorted(map(re.escape, _MIRROR_TABLE), key=len, reverse=True)) + r")(?!\w)",
     re.IGNORECASE,
 )
 

@@ -48,7 +48,7 @@ CAPTURE_PRESETS: dict[str, CaptureDefects] = {
 @dataclass(frozen=True)
 class SimulatedCameraConfig:
     video_fps: float = 30.0
-    distance_range: tuple[float, float] = (3.0, 6.0)  # camera to the performer's start, metres
+    distance_range: tuple[float, float] = (3.0, 6.0)  # camera to the nearest the performer gets, metres
     height_range: tuple[float, float] = (1.0, 1.6)  # camera height above the floor (level camera)
     focal_length: float = 1000.0  # pixels
     image_size: tuple[int, int] = (1920, 1080)  # width, height
@@ -60,15 +60,18 @@ def capture_rng(*key: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def _level_camera(rng: np.random.Generator, target: np.ndarray, config: SimulatedCameraConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A level camera at a random heading looking at `target` (3,): returns world->camera rotation
-    (3, 3) whose rows are the camera x (right), y (down), z (forward) axes, and the camera centre (3,)."""
+def _level_camera(rng: np.random.Generator, path_xy: np.ndarray, config: SimulatedCameraConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A level camera at a random heading, aimed at the middle of the performer's path (T, 2) and far
+    enough back that the whole path stays in front of it. Returns the world->camera rotation (3, 3),
+    whose rows are the camera x (right), y (down), z (forward) axes, and the camera centre (3,)."""
     heading = rng.uniform(0.0, 2.0 * np.pi)
     forward = np.array([np.cos(heading), np.sin(heading), 0.0])
     down = np.array([0.0, 0.0, -1.0])
     right = np.cross(down, forward)
-    distance = rng.uniform(*config.distance_range)
-    centre = target - distance * forward
+    middle = 0.5 * (path_xy.min(axis=0) + path_xy.max(axis=0))
+    reach = float(np.linalg.norm(path_xy - middle, axis=-1).max())
+    distance = rng.uniform(*config.distance_range) + reach
+    centre = np.append(middle, 0.0) - distance * forward
     centre[2] = rng.uniform(*config.height_range)
     return np.stack([right, down, forward]), centre
 
@@ -89,7 +92,7 @@ def simulate_capture(
     local = video.local_rotmats.detach().cpu().numpy()  # (T, 22, 3, 3)
     pelvis = video.joints[:, 0].detach().cpu().numpy()  # (T, 3) world
     n = local.shape[0]
-    world_to_cam, centre = _level_camera(rng, pelvis[0] * np.array([1.0, 1.0, 0.0]), camera)
+    world_to_cam, centre = _level_camera(rng, pelvis[:, :2], camera)
 
     root_cam = np.einsum("ij,tjk->tik", world_to_cam, local[:, 0])  # (T, 3, 3)
     pelvis_cam = (pelvis - centre) @ world_to_cam.T  # (T, 3)
