@@ -55,7 +55,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     # A small ridge keeps the square root defined when few samples make a covariance singular.
     ridge = 1e-6 * np.eye(len(cov_a))
-    root = linalg.sqrtm((cov_a + ridge) @ (cov_b + ridge))
+    cov_a, cov_b = cov_a + ridge, cov_b + ridge
+    root = linalg.sqrtm(cov_a @ cov_b)
     trace = np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(np.real(root))
     return float(((mu_a - mu_b) ** 2).sum() + trace)
 
