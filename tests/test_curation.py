@@ -210,3 +210,52 @@ def test_synthetic_video_chain_runs_through_the_same_ingestion(tmp_path):
     result = curate_samples(takes, tmp_path / "curated")
     assert result.n_accepted + result.n_rejected == 4
     assert result.by_source.get("synthetic_video", 0) + result.rejected_by_source.get("synthetic_video", 0) == 4
+
+
+def test_released_vimogen228k_layout_ingests_with_all_fields_kept(tmp_path):
+    from vimogen_core.curation.sharding import write_shards
+    from vimogen_core.curation.vimogen228k import ingest_vimogen228k
+
+    walk = canonicalize(load_builtin_clip("walk", min_frames=121).motion).features()  # (120, 276) float32
+    kick = canonicalize(load_builtin_clip("kick", min_frames=121).motion).features()
+    root = tmp_path / "release"
+    (root / "motions").mkdir(parents=True)
+    torch.save(walk.clone(), root / "motions" / "mocap_0001.pt")
+    extrinsic = torch.randn(kick.shape[0] + 1, 9)
+    intrinsic = torch.tensor([[1000.0, 0, 960], [0, 1000.0, 540], [0, 0, 1]])
+    torch.save({"motion": kick.clone(), "extrinsic": extrinsic, "intrinsic": intrinsic}, root / "motions" / "video_0001.pt")
+    torch.save({"motion": kick[:20].clone()}, root / "motions" / "short.pt")
+    (root / "motions" / "evil.pt").write_bytes(b"\x80\x04\x95not a tensor archive")
+    entries = [
+        {"id": "mocap_0001", "subset": "HumanML3D", "split": "train", "motion_text_annot": ["a person walks forward."],
+         "video_text_annot": "A person walks across a room.", "motion_path": "motions/mocap_0001.pt", "extra_note": "kept"},
+        {"id": "video_0001", "subset": "in_the_wild_video", "split": "test", "motion_text_annot": "someone kicks with the right leg.",
+         "video_text_annot": ["A fighter kicks."], "motion_path": "motions/video_0001.pt", "video_path": "videos/video_0001.mp4",
+         "ref_motion_path": "refs/video_0001.pt"},
+        {"id": "short_0001", "subset": "HumanML3D", "split": "val", "motion_text_annot": "too short", "video_text_annot": "",
+         "motion_path": "motions/short.pt"},
+        {"id": "evil_0001", "subset": "HumanML3D", "split": "train", "motion_text_annot": "x", "video_text_annot": "x",
+         "motion_path": "motions/evil.pt"},
+    ]
+    annotations = root / "annotations.json"
+    annotations.write_text(json.dumps(entries))
+
+    curated = ingest_vimogen228k(annotations, root, tmp_path / "curated")
+    assert (curated.n_accepted, curated.n_rejected) == (2, 2)
+    quarantine = pq.read_table(curated.quarantine_path).to_pandas().set_index("id")
+    assert list(quarantine.loc["short_0001", "gates"]) == ["length"]
+    assert any("evil.pt" in reason for reasons in quarantine["reasons"] for reason in reasons)
+
+    shards = write_shards(curated.manifest_path, tmp_path / "shards")
+    manifest = pq.read_table(shards.manifest_path).to_pandas().set_index("id")
+    assert manifest.loc["mocap_0001", ["subset", "split", "source"]].tolist() == ["HumanML3D", "train", "optical_mocap"]
+    assert manifest.loc["video_0001", ["subset", "split", "source"]].tolist() == ["in_the_wild_video", "test", "in_the_wild_video"]
+    assert list(manifest.loc["mocap_0001", "motion_text"]) == ["a person walks forward."]
+    assert manifest.loc["video_0001", "video_text"] == "A fighter kicks."
+    assert json.loads(manifest.loc["mocap_0001", "annotation_json"]) == entries[0]  # verbatim, unknown field included
+    assert json.loads(manifest.loc["video_0001", "annotation_json"]) == entries[1]
+    np.testing.assert_array_equal(np.asarray(manifest.loc["video_0001", "camera_extrinsic"]).reshape(-1, 9), extrinsic.numpy())
+    np.testing.assert_array_equal(np.asarray(manifest.loc["video_0001", "camera_intrinsic"]).reshape(3, 3), intrinsic.numpy())
+    by_id = {item["id"]: item for item in (ShardDataset(shards.manifest_path, split=None)[i] for i in range(2))}
+    np.testing.assert_array_equal(by_id["mocap_0001"]["features"].numpy(), walk.numpy())  # bit-exact
+    np.testing.assert_array_equal(by_id["video_0001"]["features"].numpy(), kick.numpy())

@@ -20,7 +20,7 @@ import torch
 
 from vimogen_core.curation.captions import clean_captions, mirror_caption
 from vimogen_core.curation.gates import GATE_PRESETS, CaptionJudge, GateConfig, check_finite, evaluate_gates, motion_statistics
-from vimogen_core.curation.records import SOURCES, VIDEO_SOURCES, CuratedSample, RawSample, Rejection, assign_split
+from vimogen_core.curation.records import SOURCES, SPLITS, VIDEO_SOURCES, CuratedSample, RawSample, Rejection, assign_split
 from vimogen_core.curation.shards import (
     MANIFEST_NAME,
     QUARANTINE_NAME,
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from vimogen_core.sinks import MetricSink
 
 CHUNK_PREFIX = "chunk"
+_SPLIT_SYNONYMS = {"training": "train", "validation": "val", "valid": "val", "dev": "val", "testing": "test"}
 SUMMARY_NAME = "summary.json"
 
 
@@ -145,7 +146,9 @@ def curate_take(raw: RawSample, config: CurationConfig = CurationConfig(), judge
     """All samples (windows x {original, mirror}) of one take, each curated or rejected with reasons."""
     if raw.source not in SOURCES:
         return [_reject(raw, raw.id, [("source", f"unknown source {raw.source!r}; expected one of {SOURCES}")], {})]
-    split = raw.split or assign_split(raw.split_group, config.split_fractions, config.split_salt)
+    split = _SPLIT_SYNONYMS.get(str(raw.split).lower(), raw.split) if raw.split else assign_split(raw.split_group, config.split_fractions, config.split_salt)
+    if split not in SPLITS:
+        return [_reject(raw, raw.id, [("split", f"unknown split {raw.split!r}; expected one of {SPLITS}")], {})]
     captions = clean_captions(raw.motion_captions)
     video_caption = raw.video_caption.strip() if isinstance(raw.video_caption, str) else ""
 

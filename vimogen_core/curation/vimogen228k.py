@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from vimogen_core.curation.pipeline import CURATION_PRESETS, CurationConfig, CurationResult, curate_samples
-from vimogen_core.curation.records import SOURCES, RawSample, Rejection
+from vimogen_core.curation.records import RawSample, Rejection
 
 if TYPE_CHECKING:
     from vimogen_core.curation.gates import CaptionJudge
@@ -39,18 +37,6 @@ def released_source(subset: str, has_camera: bool) -> str:
     return "in_the_wild_video" if has_camera else "optical_mocap"
 
 
-def _field(record: Any, name: str, default=None):
-    return record.get(name, default) if isinstance(record, dict) else getattr(record, name, default)
-
-
-def _as_numpy(value) -> np.ndarray | None:
-    if value is None:
-        return None
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.float32)
-
-
 def _captions(value) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -59,42 +45,35 @@ def _captions(value) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
-def iter_released_takes(annotation_json: str | Path, root: str | Path) -> Iterator[RawSample | Rejection]:
-    """Released records -> RawSamples (a record the reader rejects becomes a Rejection)."""
+def iter_released_takes(annotation_json: str | Path, root: str | Path | None = None) -> Iterator[RawSample | Rejection]:
+    """Released records -> RawSamples; an entry or file the reader refuses becomes a Rejection."""
     from vimogen_core.sources.vimogen228k import iter_vimogen228k
 
-    for record in iter_vimogen228k(annotation_json, root):
-        if isinstance(record, Exception):  # a reader that yields per-record errors instead of raising
-            yield Rejection(str(getattr(record, "path", "")), "unknown", "unknown", str(annotation_json), ("load",), (str(record),))
+    for record in iter_vimogen228k(annotation_json, root, on_error="yield"):
+        if isinstance(record, Exception):
+            where = str(getattr(record, "path", None) or annotation_json)
+            yield Rejection(where, "unknown", "unknown", where, ("load",), (str(record),))
             continue
-        entry = _field(record, "annotation") or {
-            key: _field(record, key)
-            for key in ("id", "subset", "split", "motion_text_annot", "video_text_annot", "motion_path", "video_path", "ref_motion_path")
-            if _field(record, key) is not None
-        }
-        extrinsic = _as_numpy(_field(record, "extrinsic"))
-        subset = str(_field(record, "subset", ""))
-        source = _field(record, "source")
-        if source not in SOURCES:
-            source = released_source(subset, extrinsic is not None)
+        subset = str(record.subset or "")
+        extrinsic = record.extrinsic
         yield RawSample(
-            id=str(_field(record, "id")),
-            source=source,
+            id=record.id,
+            source=released_source(subset, extrinsic is not None),
             subset=subset,
-            origin=str(Path(root) / str(_field(record, "motion_path", ""))),
-            features=_as_numpy(_field(record, "motion")),
-            motion_captions=_captions(_field(record, "motion_text_annot")),
-            video_caption=" ".join(_captions(_field(record, "video_text_annot"))),
-            split=_field(record, "split"),
-            annotation=dict(entry),
+            origin=str(record.motion_file),
+            features=record.motion,
+            motion_captions=_captions(record.motion_text_annot),
+            video_caption=" ".join(_captions(record.video_text_annot)),
+            split=record.split,
+            annotation=dict(record.annotation),  # the entry exactly as released, unknown fields included
             camera_extrinsic=extrinsic,
-            camera_intrinsic=_as_numpy(_field(record, "intrinsic")),
+            camera_intrinsic=record.intrinsic,
         )
 
 
 def ingest_vimogen228k(
     annotation_json: str | Path,
-    root: str | Path,
+    root: str | Path | None,
     out_dir: str | Path,
     config: CurationConfig = CURATION_PRESETS["released"],
     judge: "CaptionJudge | None" = None,
