@@ -8,6 +8,7 @@ matrix); anything else, chumpy objects included, is refused with a MotionDataErr
 """
 from __future__ import annotations
 
+import codecs
 import copyreg
 import hashlib
 import os
@@ -38,6 +39,9 @@ def _allowed_global(module: str, name: str):
         import scipy.sparse
 
         return getattr(scipy.sparse, name)
+    if module == "_codecs" and name == "encode":
+        # Protocol-2 pickles written by Python 3 carry array bytes as text plus this encode call.
+        return codecs.encode
     if module in ("copyreg", "copy_reg") and name == "_reconstructor":
         # Rebuilds an object of a class that itself had to pass this check.
         return copyreg._reconstructor
