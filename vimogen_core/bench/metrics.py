@@ -108,13 +108,6 @@ class _Packed:
         diff[last] = diff[last - 1]  # overwrites the cross-motion difference too
         return diff
 
-    def segment_mean(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Mean of `values` (N, ...) over the frames where `valid` (N,) holds, per motion."""
-        per_frame = values.reshape(len(values), -1).mean(axis=1)
-        sums = np.bincount(self.segment, weights=per_frame * valid, minlength=len(self.lengths))
-        counts = np.bincount(self.segment, weights=valid.astype(np.float64), minlength=len(self.lengths))
-        return sums / counts
-
     def frames_before_end(self, k: int) -> np.ndarray:
         """(N,) True where frame t has k more frames in its motion (t + k < end)."""
         position = np.arange(len(self.segment)) - self.starts[self.segment]
@@ -131,25 +124,28 @@ def _unbatch(values: np.ndarray, single: bool):
     return float(values[0]) if single else values
 
 
+def _norm(x: np.ndarray) -> np.ndarray:
+    """Euclidean norm over the last axis (einsum: several times faster than np.linalg.norm here)."""
+    return np.sqrt(np.einsum("...i,...i->...", x, x))
+
+
 def _difference_degree(packed: _Packed, order: int) -> np.ndarray:
     """Mean norm of `order`-th differences, plus the same for root-relative joints."""
-    joints = packed.joints
-    relative = joints - joints[:, ROOT : ROOT + 1]  # (N, 22, 3); the root row stays zero
-    n = len(joints)
-    values = np.zeros((n, 2, NUM_JOINTS))
-    for which, x in enumerate((joints, relative)):
-        d = x
-        for _ in range(order):
-            d = d[1:] - d[:-1]
-        values[: n - order, which] = np.linalg.norm(d, axis=-1)
+    d = packed.joints
+    for _ in range(order):
+        d = d[1:] - d[:-1]  # (N - order, 22, 3); differences of root-relative joints follow by subtraction
+    absolute = _norm(d).sum(1)  # (N - order,)
+    relative = _norm(d - d[:, ROOT : ROOT + 1]).sum(1)  # the root's own zero row stays in the average
+    per_frame = np.zeros(len(packed.joints))
+    per_frame[: len(d)] = (absolute + relative) / NUM_JOINTS
     valid = packed.frames_before_end(order)
-    # Both terms average over frames x joints; their sum is twice the mean over the stacked pair.
-    return 2.0 * packed.segment_mean(values, valid)
+    b = len(packed.lengths)
+    return np.bincount(packed.segment, weights=per_frame * valid, minlength=b) / np.bincount(packed.segment, weights=valid, minlength=b)
 
 
 def _foot_contact(packed: _Packed) -> np.ndarray:
     feet = packed.joints[:, FEET]  # (N, 2, 3)
-    step = np.linalg.norm(packed.padded_diff(feet), axis=-1)  # (N, 2)
+    step = _norm(packed.padded_diff(feet))  # (N, 2)
     return (step < CONTACT_STEP) | (feet[..., 2] < CONTACT_HEIGHT)
 
 
@@ -163,7 +159,7 @@ def _ground_penetration(packed: _Packed) -> np.ndarray:
 
 def _foot_sliding(packed: _Packed, contact: np.ndarray) -> np.ndarray:
     horizontal = packed.joints[:, FEET, :2]  # (N, 2, 2)
-    step = np.linalg.norm(packed.padded_diff(horizontal), axis=-1)  # (N, 2)
+    step = _norm(packed.padded_diff(horizontal))  # (N, 2)
     b = len(packed.lengths)
     per_foot = []
     for k in range(2):
@@ -190,9 +186,9 @@ def _foot_floating(packed: _Packed, contact: np.ndarray) -> np.ndarray:
     b = len(packed.lengths)
     root = joints[:, ROOT]  # (N, 3)
     feet = joints[:, FEET]  # (N, 2, 3)
-    root_step = np.linalg.norm(packed.padded_diff(root), axis=-1)  # (N,)
-    foot_step = np.linalg.norm(packed.padded_diff(feet), axis=-1)  # (N, 2)
-    relative_step = np.linalg.norm(packed.padded_diff(feet - root[:, None]), axis=-1)  # (N, 2)
+    root_step = _norm(packed.padded_diff(root))  # (N,)
+    foot_step = _norm(packed.padded_diff(feet))  # (N, 2)
+    relative_step = _norm(packed.padded_diff(feet - root[:, None]))  # (N, 2)
     rate = relative_step / (root_step[:, None] + RATE_EPS)  # (N, 2)
 
     # N_frame: frames where a foot in contact moves inconsistently with the body.
@@ -222,14 +218,20 @@ def _foot_floating(packed: _Packed, contact: np.ndarray) -> np.ndarray:
     m_term = np.zeros(b)
     starts, ends = _runs(~contact.any(1), packed)
     keep = (ends - starts + 1) >= MIN_RUN
-    left = feet[:, 0]
-    for s, e in zip(starts[keep], ends[keep], strict=True):
-        path = left[s + 1 : e + 1] - left[s]  # (e - s, 3)
-        chord = left[e] - left[s]
-        cosine = path @ chord / (np.linalg.norm(path, axis=1) * np.linalg.norm(chord) + 1e-8)
+    starts, ends = starts[keep], ends[keep]
+    if len(starts):
+        # Angles for f = s+1..e of every overlap at once, then peaks per overlap.
+        lengths = ends - starts  # frames per angle series
+        frame = np.concatenate([np.arange(s + 1, e + 1) for s, e in zip(starts, ends, strict=True)])
+        left = feet[:, 0]
+        path = left[frame] - left[np.repeat(starts, lengths)]  # (sum, 3)
+        chord = np.repeat(left[ends] - left[starts], lengths, axis=0)  # (sum, 3)
+        cosine = np.einsum("ij,ij->i", path, chord) / (_norm(path) * _norm(chord) + 1e-8)
         angle = np.arccos(np.clip(cosine, -1.0, 1.0))
-        if len(find_peaks(angle)[0]) > MAX_ANGLE_PEAKS:
-            m_term[packed.segment[s]] += e - s + 1
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        for k, (s, e) in enumerate(zip(starts, ends, strict=True)):
+            if len(find_peaks(angle[bounds[k] : bounds[k + 1]])[0]) > MAX_ANGLE_PEAKS:
+                m_term[packed.segment[s]] += e - s + 1
     return (n_frame + s_term + m_term) / packed.lengths
 
 
