@@ -13,12 +13,12 @@ bodies, answers that cannot be parsed) are retried with exponential backoff.
 from __future__ import annotations
 
 import base64
-import io
 import os
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -26,8 +26,6 @@ VIDEO_FPS = 5
 MOTION_FPS = 20
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
-# Bones drawn by the stick-figure renderer (child, parent) of the SMPL 22-joint skeleton.
-_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19)
 
 
 class JudgeError(RuntimeError):
@@ -86,44 +84,23 @@ def yes_no_question(text: str) -> str:
     )
 
 
-def render_skeleton_frames(joints: np.ndarray, fps: float = VIDEO_FPS, motion_fps: float = MOTION_FPS,
-                           size: int = 256) -> np.ndarray:
-    """(T, 22, 3) Z-up joints -> (F, size, size, 3) uint8 frames of a stick figure, sampled at `fps`."""
-    import matplotlib
+def render_video(joints: np.ndarray, fps: float = VIDEO_FPS, motion_fps: float = MOTION_FPS) -> bytes:
+    """(T, 22, 3) joints -> MP4 bytes of the project's stick-figure render, sampled at `fps`."""
+    import tempfile
 
-    matplotlib.use("Agg")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from vimogen_core.motion.render import RENDER_PRESETS, render_motion
 
-    joints = np.asarray(joints, dtype=np.float64)
-    picks = np.arange(0, len(joints), max(1, round(motion_fps / fps)))
-    centre = joints[:, 0].mean(0)
-    reach = max(1.0, float(np.abs(joints[..., :2] - centre[:2]).max()) + 0.2)
-    figure = Figure(figsize=(size / 64, size / 64), dpi=64)
-    FigureCanvasAgg(figure)
-    figure.subplots_adjust(0, 0, 1, 1)
-    axes = figure.add_subplot(projection="3d")
-    frames = []
-    for t in picks:
-        axes.cla()
-        axes.set_xlim(centre[0] - reach, centre[0] + reach)
-        axes.set_ylim(centre[1] - reach, centre[1] + reach)
-        axes.set_zlim(0, 2 * reach)
-        axes.set_axis_off()
-        axes.set_box_aspect(None, zoom=1.8)  # 3D axes leave wide margins by default
-        for child, parent in enumerate(_PARENTS):
-            if parent >= 0:
-                segment = joints[t, [parent, child]]
-                axes.plot(segment[:, 0], segment[:, 1], segment[:, 2], color="tab:blue", linewidth=2)
-        figure.canvas.draw()
-        frames.append(np.asarray(figure.canvas.buffer_rgba())[..., :3].copy())
-    return np.stack(frames)
+    sampled = np.asarray(joints)[:: max(1, round(motion_fps / fps))]
+    with tempfile.TemporaryDirectory() as folder:
+        path = render_motion(sampled, Path(folder) / "motion.mp4", fps=fps, config=RENDER_PRESETS["preview"])
+        return path.read_bytes()
 
 
-def encode_mp4(frames: np.ndarray, fps: float = VIDEO_FPS) -> bytes:
+def video_frames(video: bytes) -> np.ndarray:
+    """MP4 bytes -> (F, H, W, 3) uint8 frames."""
     import imageio.v3 as iio
 
-    return iio.imwrite("<bytes>", frames, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
+    return iio.imread(video, extension=".mp4", index=None)
 
 
 def encode_jpeg(frame: np.ndarray) -> bytes:
@@ -168,7 +145,7 @@ class VLMConfig:
 class VLMJudge:
     """Asks a video-language model about a rendered video of the motion."""
 
-    def __init__(self, config: VLMConfig, renderer: Callable[[np.ndarray], np.ndarray] = render_skeleton_frames,
+    def __init__(self, config: VLMConfig, renderer: Callable[[np.ndarray], bytes] = render_video,
                  sleep: Callable[[float], None] = time.sleep):
         self.config = config
         self.renderer = renderer
@@ -187,13 +164,14 @@ class VLMJudge:
 
     # --- transport ---
 
-    def _payload(self, frames: np.ndarray, question: str) -> tuple[str, dict, dict]:
+    def _payload(self, video: bytes, question: str) -> tuple[str, dict, dict]:
         c = self.config
         if c.provider == "gemini":
-            video = base64.b64encode(encode_mp4(frames)).decode()
+            video = base64.b64encode(video).decode()
             body = {"contents": [{"role": "user", "parts": [
                 {"inline_data": {"mime_type": "video/mp4", "data": video}}, {"text": question}]}]}
             return f"{c.base_url}/v1beta/models/{c.model}:generateContent", {"x-goog-api-key": c.api_key}, body
+        frames = video_frames(video)
         step = max(1, int(np.ceil(len(frames) / c.max_images)))
         images = [{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(f)).decode()}}
                   for f in frames[::step]]
