@@ -73,7 +73,7 @@ def cmd_train_judge(args) -> int:
     from vimogen_core.bench.evaluator import EvaluatorConfig
     from vimogen_core.bench.judges import default_judge_dir, train_local_judge
 
-    judge = train_local_judge(config=EvaluatorConfig.preset(args.preset))
+    judge = train_local_judge(config=EvaluatorConfig.preset(args.preset), manifest_path=args.manifest)
     out = judge.save(args.out or default_judge_dir())
     print(json.dumps({"judge": judge.name, "dir": str(out), "calibration": judge.calibration.__dict__}, indent=2))
     return 0
@@ -100,7 +100,9 @@ def register(subparsers) -> None:
     _common(run)
     run.set_defaults(func=cmd_run)
 
-    train = commands.add_parser("train-judge", help="train and calibrate the local judge on the built-in clips")
+    train = commands.add_parser("train-judge", help="train and calibrate the local judge (built-in clips or curated shards)")
     train.add_argument("--out", type=Path, default=None)
     train.add_argument("--preset", default="default", choices=("default", "quick", "curated"))
+    train.add_argument("--manifest", type=Path, default=None,
+                       help="curated shard manifest (Parquet) to train on (default: the built-in clips)")
     train.set_defaults(func=cmd_train_judge)

@@ -71,19 +71,24 @@ def calibrate_threshold(matched: np.ndarray, mismatched: np.ndarray) -> tuple[fl
     return float(candidates[best[len(best) // 2]]), float(balanced.max())
 
 
-def ten_way_accuracy(similarity: np.ndarray, trials_per_motion: int = 20, seed: int = 0) -> tuple[float, int]:
+def ten_way_accuracy(similarity: np.ndarray, distinct: np.ndarray | None = None, trials_per_motion: int = 20,
+                     seed: int = 0) -> tuple[float, int]:
     """similarity (N, N): motion i vs caption j, true pairs on the diagonal. Each trial puts the true
-    caption among 9 random other captions; returns (accuracy, number of trials)."""
+    caption among 9 random other captions (only those `distinct` (N, N) from it, e.g. not the same
+    sentence); returns (accuracy, number of trials)."""
     n = len(similarity)
-    if n < 10:
-        raise ValueError(f"10-way accuracy needs at least 10 motions, got {n}")
+    distinct = ~np.eye(n, dtype=bool) if distinct is None else distinct & ~np.eye(n, dtype=bool)
     rng = np.random.default_rng(seed)
     correct = []
     for i in range(n):
-        others = np.delete(np.arange(n), i)
+        others = np.flatnonzero(distinct[i])
+        if len(others) < 9:
+            continue
         for _ in range(trials_per_motion):
             options = np.concatenate([[i], rng.choice(others, size=9, replace=False)])
             correct.append(int(np.argmax(similarity[i, options]) == 0))
+    if not correct:
+        raise ValueError(f"10-way accuracy needs motions with at least 9 distinct other captions (got {n} motions)")
     return float(np.mean(correct)), len(correct)
 
 
@@ -152,20 +157,48 @@ def builtin_judge_data() -> tuple[list[CaptionedMotion], list[CaptionedMotion]]:
     return train, heldout
 
 
+def shard_judge_data(manifest_path: str | Path, heldout_split: str = "test",
+                     max_heldout: int = 500) -> tuple[list[CaptionedMotion], list[CaptionedMotion]]:
+    """Training samples (train split, all captions) and held-out samples (one caption each) from a
+    curated shard set (its Parquet manifest)."""
+    from vimogen_core.curation.shards import iter_shard_samples
+
+    train, heldout = [], []
+    for row, features in iter_shard_samples(Path(manifest_path)):
+        joints = features[:, 126:192].reshape(len(features), 22, 3)
+        captions = [c for c in row["motion_text"] if c] + ([row["video_text"]] if row.get("video_text") else [])
+        if not captions or len(joints) < 2:
+            continue
+        if row["split"] == "train":
+            train.append(CaptionedMotion(row["id"], joints, captions))
+        elif row["split"] == heldout_split and len(heldout) < max_heldout:
+            heldout.append(CaptionedMotion(row["id"], joints, captions[:1]))
+    if len(train) < 2 or len(heldout) < 10:
+        raise MotionDataError(manifest_path, f"too few captioned samples for a judge ({len(train)} train, {len(heldout)} {heldout_split})")
+    return train, heldout
+
+
 def calibrate(evaluator: TextMotionEvaluator, heldout: Sequence[CaptionedMotion], heldout_description: str,
               seed: int = 0) -> Calibration:
-    """Threshold and 10-way accuracy from held-out samples (one caption each; distinct motions)."""
-    similarity = evaluator.similarity([s.joints for s in heldout], [s.captions[0] for s in heldout])  # (N, N)
-    off_diagonal = ~np.eye(len(heldout), dtype=bool)
-    threshold, balanced = calibrate_threshold(np.diag(similarity), similarity[off_diagonal])
-    accuracy, trials = ten_way_accuracy(similarity, seed=seed)
-    return Calibration(threshold, balanced, len(heldout), int(off_diagonal.sum()), accuracy, trials, heldout_description)
+    """Threshold and 10-way accuracy from held-out samples (one caption each). Pairs of samples that
+    share the very same caption are neither mismatched pairs nor distractors."""
+    captions = [s.captions[0] for s in heldout]
+    similarity = evaluator.similarity([s.joints for s in heldout], captions)  # (N, N)
+    distinct = np.array([[a != b for b in captions] for a in captions])
+    threshold, balanced = calibrate_threshold(np.diag(similarity), similarity[distinct])
+    accuracy, trials = ten_way_accuracy(similarity, distinct, seed=seed)
+    return Calibration(threshold, balanced, len(heldout), int(distinct.sum()), accuracy, trials, heldout_description)
 
 
 def train_local_judge(train: Sequence[CaptionedMotion] | None = None, heldout: Sequence[CaptionedMotion] | None = None,
                       config: EvaluatorConfig = EvaluatorConfig(), text_embedder=minilm_sentence_embeddings,
-                      heldout_description: str | None = None, sink=None) -> LocalJudge:
-    """Train the contrastive evaluator and calibrate the judge (built-in clips by default)."""
+                      heldout_description: str | None = None, manifest_path: str | Path | None = None,
+                      sink=None) -> LocalJudge:
+    """Train the contrastive evaluator and calibrate the judge: on the given samples, on a curated
+    shard set (`manifest_path`), or on the built-in clips (default)."""
+    if train is None and manifest_path is not None:
+        train, heldout = shard_judge_data(manifest_path)
+        heldout_description = heldout_description or f"{len(heldout)} test-split samples of {Path(manifest_path).parent.name}"
     if train is None:
         train, heldout = builtin_judge_data()
         heldout_description = heldout_description or "15 built-in mocap clips x 1 unseen caption each"
