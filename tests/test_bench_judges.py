@@ -180,3 +180,78 @@ def test_vlm_config_reads_the_environment(monkeypatch):
     monkeypatch.setenv("VIMOGEN_VLM_API_KEY", "o")
     config = vlm.VLMConfig.from_env()
     assert (config.provider, config.base_url, config.api_key) == ("openai", "http://127.0.0.1:9/v1", "o")
+
+
+# --- the local judge on real motion-capture clips -----------------------------------------------
+
+from vimogen_core.bench.evaluator import EvaluatorConfig  # noqa: E402
+from vimogen_core.bench.judges import LocalJudge, builtin_judge_data, train_local_judge  # noqa: E402
+from vimogen_core.errors import MotionDataError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained_judge() -> LocalJudge:
+    return train_local_judge(config=EvaluatorConfig.preset("quick"))
+
+
+@pytest.fixture(scope="module")
+def heldout_clips():
+    return builtin_judge_data()[1]
+
+
+@pytest.mark.slow
+def test_local_judge_beats_chance_on_held_out_captions(trained_judge, heldout_clips):
+    calibration = trained_judge.calibration
+    # True caption (never trained on) vs 9 captions of other clips: chance is 10%.
+    assert calibration.ten_way_accuracy >= 0.4 and calibration.ten_way_trials == 15 * 20
+    assert calibration.balanced_accuracy >= 0.75
+    # The threshold comes from the held-out similarities: it separates their means.
+    evaluator = trained_judge.evaluator
+    similarity = evaluator.similarity([c.joints for c in heldout_clips], [c.captions[0] for c in heldout_clips])
+    matched, mismatched = np.diag(similarity), similarity[~np.eye(len(similarity), dtype=bool)]
+    assert mismatched.mean() < calibration.threshold < matched.mean()
+    says_yes = [trained_judge.matches(c.joints, c.captions[0]) for c in heldout_clips]
+    assert np.mean(says_yes) >= 0.6
+    walk, backflip = heldout_clips[0], heldout_clips[7]
+    assert (walk.name, backflip.name) == ("walk", "backflip")
+    assert trained_judge.choose(walk.joints, [backflip.captions[0], walk.captions[0]]) == 1
+
+
+@pytest.mark.slow
+def test_local_judge_round_trips_through_safetensors_and_json(trained_judge, heldout_clips, tmp_path):
+    folder = trained_judge.save(tmp_path / "judge")
+    assert {p.name for p in folder.iterdir()} == {"evaluator.safetensors", "evaluator.json", "judge.json"}
+    loaded = LocalJudge.load(folder)
+    motions, texts = [c.joints for c in heldout_clips], [c.captions[0] for c in heldout_clips]
+    np.testing.assert_allclose(loaded.evaluator.similarity(motions, texts),
+                               trained_judge.evaluator.similarity(motions, texts), atol=1e-5)
+    assert loaded.name == trained_judge.name and "calibrated on 15 built-in mocap clips" in loaded.name
+    (folder / "judge.json").write_text("{not json")
+    with pytest.raises(MotionDataError, match="judge.json: bad judge file"):
+        LocalJudge.load(folder)
+
+
+@pytest.mark.slow
+def test_runner_scores_the_text_dimensions_with_the_local_judge(trained_judge, tmp_path):
+    from vimogen_core.bench.prompts import builtin_prompts
+    from vimogen_core.bench.runner import score_directory
+
+    clip_for_label = {"walking": "walk", "running": "run", "jumping": "jump", "kicking": "kick",
+                      "punching": "punch", "spinning in place": "spin", "crawling": "crawl",
+                      "doing a cartwheel": "cartwheel"}
+    folder = tmp_path / "generated"
+    folder.mkdir()
+    prompts = [p for p in builtin_prompts() if p.group in ("Motion_Condition_Consistency", "Motion_Generalizability")]
+    for prompt in prompts:
+        name = clip_for_label.get(prompt.text, "walk")
+        np.save(folder / f"{prompt.global_id}.npy", load_builtin_clip(name).motion.joints.numpy())
+    np.save(folder / f"{prompts[-1].global_id}.npy", np.zeros((1, 22, 3)))  # one bad motion
+    result = score_directory(folder, None, tmp_path / "out", prompts_path="builtin",
+                             judge_factory=lambda: trained_judge)
+    mcc = result.aggregates["Motion_Condition_Consistency"]
+    assert mcc["count"] == 8 and mcc["mean"] >= 0.5  # real clips of the labelled actions
+    generalizability = result.aggregates["Motion_Generalizability"]
+    assert generalizability["count"] == 5 and generalizability["errors"] == 1
+    assert result.metadata["judge"] == trained_judge.name
+    choices = [r["choice"] for r in result.per_motion if r["dimension"] == "Motion_Condition_Consistency"]
+    assert len(choices) == 8
