@@ -149,15 +149,17 @@ def render_motion(joints, path: str | os.PathLike, fps: float = FPS, title: str 
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{suffix}")
     renderer = _FigureRenderer(joints, fps, title, config)
     if suffix == ".mp4":
-        writer = imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=7,
-                                    macro_block_size=16, ffmpeg_log_level="error")
+        with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=7,
+                                macro_block_size=16, ffmpeg_log_level="error") as writer:
+            for frame in range(len(joints)):
+                writer.append_data(renderer.draw(frame))
     else:
-        writer = imageio.get_writer(tmp, format="GIF-PIL", mode="I", duration=1.0 / fps, loop=0)
-    try:
-        for frame in range(len(joints)):
-            writer.append_data(renderer.draw(frame))
-    finally:
-        writer.close()
+        from PIL import Image
+
+        # Frames are quantised to a palette as they come (1 byte per pixel held until the file is written).
+        frames = [Image.fromarray(renderer.draw(frame)).quantize(colors=128, method=Image.Quantize.FASTOCTREE)
+                  for frame in range(len(joints))]
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=1000.0 / fps, loop=0)
     os.replace(tmp, path)
     return path
 
