@@ -255,3 +255,33 @@ def test_runner_scores_the_text_dimensions_with_the_local_judge(trained_judge, t
     assert result.metadata["judge"] == trained_judge.name
     choices = [r["choice"] for r in result.per_motion if r["dimension"] == "Motion_Condition_Consistency"]
     assert len(choices) == 8
+
+
+@pytest.mark.slow
+def test_classic_metrics_with_the_evaluator_prefer_motions_of_the_described_action(trained_judge):
+    from vimogen_core.bench.classic import classic_metrics
+    from vimogen_core.sources.deepmimic import builtin_clip_names
+
+    rng = np.random.default_rng(0)
+    clips = {name: load_builtin_clip(name, min_frames=160) for name in builtin_clip_names()}
+
+    def window(name: str) -> np.ndarray:
+        joints = clips[name].motion.joints.numpy()
+        start = int(rng.integers(0, len(joints) - 60 + 1))
+        return joints[start : start + 60]
+
+    names = [builtin_clip_names()[i % 15] for i in range(64)]
+    texts = [clips[n].captions[i % 2] for i, n in enumerate(names)]
+    real = [window(n) for n in names]
+    faithful = [window(n) for n in names]  # other windows of the described clip
+    unrelated = [window(names[(i + 5) % 64]) for i in range(64)]  # some other clip's motion
+    multimodal = [[window(n) for _ in range(3)] for n in names[:15]]
+    good = classic_metrics(trained_judge.evaluator, texts, real, faithful, multimodal, repetitions=20)
+    bad = classic_metrics(trained_judge.evaluator, texts, real, unrelated, repetitions=20)
+    assert good["evaluator"] == "local-contrastive" and good["repetitions"] == 20 and good["batch_size"] == 32
+    g, b = good["generated"], bad["generated"]
+    assert g["R_precision_top3"]["mean"] > b["R_precision_top3"]["mean"] + 0.2
+    assert g["MM_Dist"]["mean"] < b["MM_Dist"]["mean"]
+    assert g["R_precision_top1"]["mean"] <= g["R_precision_top2"]["mean"] <= g["R_precision_top3"]["mean"]
+    assert g["MultiModality"]["mean"] > 0 and g["Diversity"]["mean"] > 0
+    assert good["real"]["R_precision_top3"]["mean"] > 0.5
