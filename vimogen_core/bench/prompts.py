@@ -20,7 +20,9 @@ JUDGE_DIMENSIONS = ("Motion_Condition_Consistency", "Motion_Generalizability")
 ALL_DIMENSIONS = MOTION_QUALITY_DIMENSIONS + POSE_DIMENSIONS + JUDGE_DIMENSIONS
 # Dimensions that need only the motion, not its prompt.
 MOTION_ONLY_DIMENSIONS = MOTION_QUALITY_DIMENSIONS + POSE_DIMENSIONS
-HIGHER_IS_BETTER = frozenset(JUDGE_DIMENSIONS) | {"Dynamic_Degree"}
+# Which way is better. Dynamic_Degree has none: it says how much a motion moves, which should suit
+# the prompt (too little is frozen, too much is erratic).
+BETTER = {name: "lower" for name in MOTION_ONLY_DIMENSIONS} | {name: "higher" for name in JUDGE_DIMENSIONS} | {"Dynamic_Degree": None}
 
 GROUPS = ("Motion_Quality", "Pose_Quality", "Motion_Condition_Consistency", "Motion_Generalizability")
 GROUP_DIMENSIONS = {

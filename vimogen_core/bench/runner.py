@@ -25,7 +25,7 @@ import numpy as np
 from vimogen_core.bench import metrics
 from vimogen_core.bench.prompts import (
     ALL_DIMENSIONS,
-    HIGHER_IS_BETTER,
+    BETTER,
     MOTION_ONLY_DIMENSIONS,
     POSE_DIMENSIONS,
     BenchPrompt,
@@ -166,6 +166,7 @@ def _score(prompts: Sequence[BenchPrompt], motions: dict[str, LoadedMotion], hei
                         if isinstance(scorer, Exception):
                             raise scorer
                         row["value"] = float(scorer.score(dimension, motion.joints, motion.features))
+                        row["scored_by"] = names["pose_scorer"]
                     except Exception as err:  # noqa: BLE001 - recorded per motion, the run goes on
                         row["error"] = f"{prompt.key}: {type(err).__name__}: {err}"
 
@@ -189,6 +190,7 @@ def _score(prompts: Sequence[BenchPrompt], motions: dict[str, LoadedMotion], hei
                             row["value"], row["choice"] = float(choice == 0), prompt.candidates[choice]
                         else:
                             row["value"] = float(bool(judge.matches(joints, prompt.text)))
+                        row["scored_by"] = names["judge"]
                     except Exception as err:  # noqa: BLE001 - recorded per motion, the run goes on
                         row["error"] = f"{prompt.key}: {type(err).__name__}: {err}"
     for row in rows.values():
@@ -225,7 +227,7 @@ def aggregate(rows: Sequence[dict]) -> dict[str, dict]:
             "std": float(values.std(ddof=0)) if len(values) else None,
             "count": int(len(values)),
             "errors": int(len(mine) - len(values)),
-            "higher_is_better": dimension in HIGHER_IS_BETTER,
+            "better": BETTER[dimension],
         }
     return out
 
@@ -262,7 +264,7 @@ def markdown_report(result: MBenchResult, model_name: str = "this run") -> str:
     lines.append(f"| **{model_name}** | " + " | ".join(_format(v) for v in ours) + " |")
     lines += ["", "## All dimensions", "", "| dimension | mean | std | count | errors | better |", "|---|---|---|---|---|---|"]
     for dimension, agg in result.aggregates.items():
-        better = "higher" if agg["higher_is_better"] else "lower"
+        better = agg["better"] or "-"
         lines.append(f"| {dimension} | {_format(agg['mean'])} | {_format(agg['std'])} | {agg['count']} | {agg['errors']} | {better} |")
     errors = [r for r in result.per_motion if r["error"]]
     if errors:
@@ -272,7 +274,7 @@ def markdown_report(result: MBenchResult, model_name: str = "this run") -> str:
             lines.append(f"- ... {len(errors) - 50} more in per_motion.jsonl")
     timing = meta.get("timing_s", {})
     if timing:
-        lines += ["", "## Timing (s)", "", ", ".join(f"{k}: {v:.2f}" for k, v in timing.items())]
+        lines += ["", "## Timing (s)", "", ", ".join(f"{k}: {v:.3f}" for k, v in timing.items())]
     return "\n".join(lines) + "\n"
 
 
