@@ -14,8 +14,8 @@ from vimogen_core.body.procedural import SMPL_NUM_VERTICES, build_procedural_smp
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.kinematics import forward_kinematics
-from vimogen_core.motion.skeleton import rest_joints24, rest_offsets
-from vimogen_core.sources.amass import smpl_params_of
+from vimogen_core.motion.skeleton import SMPL24_PARENTS, rest_joints24, rest_offsets
+from vimogen_core.sources.amass import load_amass_npz, smpl_params_of, write_amass_npz
 from vimogen_core.sources.deepmimic import load_builtin_clip
 
 SMPL_KEYS = {"v_template", "f", "J_regressor", "J", "kintree_table", "weights", "shapedirs", "posedirs"}
@@ -116,3 +116,61 @@ def test_model_files_that_would_run_code_are_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("VIMOGEN_BODY_MODEL_DIR", raising=False)
     with pytest.raises(MotionDataError, match="VIMOGEN_BODY_MODEL_DIR"):
         SmplxBodyModel()
+
+
+def _family_file(n_joints: int, extra_parents: list[int], n_vertices: int) -> dict[str, np.ndarray]:
+    """The procedural body laid out as an SMPL-H / SMPL-X file: extra (hand, face) joints sit on
+    their parents and carry no vertices; vertices are padded to the count smplx samples from."""
+    base = build_procedural_smpl()
+    n_vertices = max(n_vertices, len(base["v_template"]))
+    pad = n_vertices - len(base["v_template"])
+    pad_rows = lambda a: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)])  # noqa: E731
+    regressor = np.zeros((n_joints, n_vertices))
+    regressor[:22, : len(base["v_template"])] = base["J_regressor"][:22]
+    parents = list(SMPL24_PARENTS[:22]) + extra_parents
+    for joint in range(22, n_joints):
+        regressor[joint] = regressor[parents[joint]]
+    weights = np.zeros((n_vertices, n_joints))
+    weights[:, :22] = pad_rows(base["weights"][:, :22])
+    arrays = {
+        "v_template": pad_rows(base["v_template"]), "f": base["f"], "J_regressor": regressor, "weights": weights,
+        "kintree_table": np.array([[-1] + parents[1:], list(range(n_joints))]),
+        "shapedirs": pad_rows(np.concatenate([base["shapedirs"], np.zeros_like(base["shapedirs"])], axis=2)),
+        "posedirs": np.zeros((n_vertices, 3, 9 * (n_joints - 1))),
+        "joint2num": np.array({"pelvis": 0}, dtype=object),  # real SMPL-X files carry pickled dicts like this
+    }
+    for side in "lr":
+        arrays[f"hands_components{side}"] = np.eye(45)
+        arrays[f"hands_mean{side}"] = np.zeros(45)
+    if n_joints == 55:
+        arrays["lmk_faces_idx"] = np.arange(51)
+        arrays["lmk_bary_coords"] = np.full((51, 3), 1 / 3)
+    return arrays
+
+
+def _fingers(wrist: int, first: int) -> list[int]:
+    return [wrist if k % 3 == 0 else first + k - 1 for k in range(15)]
+
+
+@pytest.mark.parametrize("model_type", ["smplh", "smplx"])
+def test_smplh_and_smplx_files_run_through_their_smplx_classes(body, model_type, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIMOGEN_STATE_DIR", str(tmp_path / "state"))
+    if model_type == "smplh":
+        arrays = _family_file(52, _fingers(20, 22) + _fingers(21, 37), 6890)
+    else:
+        arrays = _family_file(55, [15, 15, 15] + _fingers(20, 25) + _fingers(21, 40), 10475)
+    np.savez(tmp_path / f"{model_type.upper()}_NEUTRAL.npz", **arrays)
+    model = SmplxBodyModel(tmp_path, model_type=model_type)
+    assert isinstance(model._model, smplx.SMPLX if model_type == "smplx" else smplx.SMPLH)
+    motion = load_builtin_clip("walk").motion
+    params = smpl_params_of(motion)
+    joints = model.forward(params["global_orient"], params["body_pose"], params["transl"]).joints
+    assert float((joints - motion.joints).abs().max()) < 1e-5
+    if model_type == "smplx":  # smplx reads SMPL-X files itself, so it is handed a copy without pickled entries
+        (clean,) = (tmp_path / "state" / "body_models").glob("SMPLX_*.npz")
+        with np.load(clean, allow_pickle=False) as data:
+            assert "joint2num" not in data.files and "v_template" in data.files
+    else:  # AMASS files use the user's SMPL-H model; a gender the folder lacks falls back to neutral
+        monkeypatch.setenv("VIMOGEN_BODY_MODEL_DIR", str(tmp_path))
+        amass = write_amass_npz(tmp_path / "walk.npz", motion, gender="male")
+        assert float((load_amass_npz(amass).joints - motion.joints).abs().max()) < 1e-5
