@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from vimogen_core.body.model import BodyModel, default_body_model
+from vimogen_core.body.model_files import write_npz_atomic
 from vimogen_core.body.params import (
     NUM_BODY_JOINTS,
     as_axis_angle,
@@ -164,8 +165,6 @@ def load_hmr_output(path_or_dict, fps: float | None = None, body_model: BodyMode
 def write_hmr_npz(path: str | os.PathLike, params: dict, fps: float, focal_length: float | None = None,
                   image_size: tuple[float, float] | None = None) -> Path:
     """Write mesh-recovery style output (camera-frame SMPL parameters) in the accepted `.npz` layout."""
-    from vimogen_core.body.model_files import write_npz_atomic
-
     arrays = {key: np.asarray(params[key], dtype=np.float64) for key in ("global_orient", "body_pose", "transl")}
     arrays["fps"] = np.array(float(fps))
     if focal_length is not None:
