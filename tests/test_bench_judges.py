@@ -285,3 +285,26 @@ def test_classic_metrics_with_the_evaluator_prefer_motions_of_the_described_acti
     assert g["R_precision_top1"]["mean"] <= g["R_precision_top2"]["mean"] <= g["R_precision_top3"]["mean"]
     assert g["MultiModality"]["mean"] > 0 and g["Diversity"]["mean"] > 0
     assert good["real"]["R_precision_top3"]["mean"] > 0.5
+
+
+def test_runner_records_a_vlm_failure_for_one_motion_and_scores_the_others(tmp_path, walk_joints):
+    from vimogen_core.bench.prompts import builtin_prompts
+    from vimogen_core.bench.runner import score_directory
+
+    folder = tmp_path / "generated"
+    folder.mkdir()
+    prompts = [p for p in builtin_prompts() if p.group == "Motion_Generalizability"][:3]
+    for prompt in prompts:
+        np.save(folder / f"{prompt.global_id}.npy", walk_joints)
+    replies = [gemini_reply("Yes"), (503, {}), (503, {}), gemini_reply("no")]
+    with ScriptedAPI(replies) as api:
+        config = vlm.VLMConfig(provider="gemini", base_url=api.url, model="m", api_key="k", max_attempts=2, backoff_s=0)
+        result = score_directory(folder, ["Motion_Generalizability"], tmp_path / "out", prompts_path="builtin",
+                                 judge_factory=lambda: vlm.VLMJudge(config, sleep=lambda s: None))
+    rows = sorted(result.per_motion, key=lambda r: r["id"])  # the three saved, then three never generated
+    assert [r["value"] for r in rows] == [1.0, None, 0.0, None, None, None]
+    assert "JudgeError" in rows[1]["error"] and "HTTP 503" in rows[1]["error"]
+    assert all("motion file not found" in r["error"] for r in rows[3:])
+    aggregate = result.aggregates["Motion_Generalizability"]
+    assert (aggregate["mean"], aggregate["count"], aggregate["errors"]) == (0.5, 2, 4)
+    assert result.metadata["judge"] == "vlm:gemini:m"

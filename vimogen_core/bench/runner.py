@@ -174,29 +174,57 @@ def _score(prompts: Sequence[BenchPrompt], motions: dict[str, LoadedMotion], hei
     if judge_prompts:
         with timer("judge"):
             judge = _build(judge_factory, "judge", names, "judge")
-            for prompt in judge_prompts:
-                joints = motions[prompt.key].joints
-                for dimension in prompt.dimensions:
-                    if dimension not in ("Motion_Condition_Consistency", "Motion_Generalizability"):
-                        continue
-                    row = rows[(prompt.key, dimension)]
-                    try:
-                        if isinstance(judge, Exception):
-                            raise judge
-                        if dimension == "Motion_Condition_Consistency":
-                            if not prompt.candidates:
-                                raise ValueError("no candidate labels for a consistency prompt")
-                            choice = judge.choose(joints, list(prompt.candidates))
-                            row["value"], row["choice"] = float(choice == 0), prompt.candidates[choice]
-                        else:
-                            row["value"] = float(bool(judge.matches(joints, prompt.text)))
-                        row["scored_by"] = names["judge"]
-                    except Exception as err:  # noqa: BLE001 - recorded per motion, the run goes on
-                        row["error"] = f"{prompt.key}: {type(err).__name__}: {err}"
+            choices = [p for p in judge_prompts if "Motion_Condition_Consistency" in p.dimensions]
+            yes_no = [p for p in judge_prompts if "Motion_Generalizability" in p.dimensions]
+            _judge_rows(judge, choices, "Motion_Condition_Consistency", motions, rows, names)
+            _judge_rows(judge, yes_no, "Motion_Generalizability", motions, rows, names)
     for row in rows.values():
         if row["value"] is not None:
             row["error"] = None
     return list(rows.values())
+
+
+def _judge_rows(judge, prompts: list[BenchPrompt], dimension: str, motions: dict[str, LoadedMotion],
+                rows: dict, names: dict) -> None:
+    """Fill one text dimension's rows: batched when the judge can (LocalJudge), else per motion;
+    a failing motion (or a failed batch, retried per motion) records its own error."""
+    if not prompts:
+        return
+    is_choice = dimension == "Motion_Condition_Consistency"
+
+    def record(prompt: BenchPrompt, answer) -> None:
+        row = rows[(prompt.key, dimension)]
+        if is_choice:
+            row["value"], row["choice"] = float(answer == 0), prompt.candidates[answer]
+        else:
+            row["value"] = float(bool(answer))
+        row["scored_by"] = names["judge"]
+
+    if isinstance(judge, Exception):
+        for prompt in prompts:
+            rows[(prompt.key, dimension)]["error"] = f"{prompt.key}: {type(judge).__name__}: {judge}"
+        return
+    batched = getattr(judge, "choose_many" if is_choice else "matches_many", None)
+    if batched is not None and all(p.candidates for p in prompts if is_choice):
+        joints = [motions[p.key].joints for p in prompts]
+        try:
+            answers = batched(joints, [list(p.candidates) for p in prompts]) if is_choice else batched(joints, [p.text for p in prompts])
+        except Exception:  # noqa: BLE001 - fall back to one motion at a time to isolate the culprit
+            answers = None
+        if answers is not None:
+            for prompt, answer in zip(prompts, answers, strict=True):
+                record(prompt, answer)
+            return
+    for prompt in prompts:
+        try:
+            if is_choice:
+                if not prompt.candidates:
+                    raise ValueError("no candidate labels for a consistency prompt")
+                record(prompt, judge.choose(motions[prompt.key].joints, list(prompt.candidates)))
+            else:
+                record(prompt, judge.matches(motions[prompt.key].joints, prompt.text))
+        except Exception as err:  # noqa: BLE001 - recorded per motion, the run goes on
+            rows[(prompt.key, dimension)]["error"] = f"{prompt.key}: {type(err).__name__}: {err}"
 
 
 def _build(factory, what: str, names: dict, key: str):
