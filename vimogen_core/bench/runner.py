@@ -92,11 +92,20 @@ def load_motion_file(path: str | os.PathLike) -> LoadedMotion:
 
 
 def load_motion_folder(directory: str | os.PathLike, keys: Sequence[str]) -> dict[str, LoadedMotion]:
+    """`{key}.npy` for each key; a `features/{key}.npy` beside it (what `generate_motions` writes)
+    supplies the 276-d rotations for the pose metrics."""
     directory = Path(directory)
     loaded = {}
     for key in keys:
         try:
-            loaded[key] = load_motion_file(directory / f"{key}.npy")
+            motion = load_motion_file(directory / f"{key}.npy")
+            features_path = directory / "features" / f"{key}.npy"
+            if motion.features is None and features_path.is_file():
+                features = load_motion_file(features_path).features
+                if features is None or len(features) != len(motion.joints):
+                    raise MotionDataError(features_path, "does not hold the 276-d features of the same motion")
+                motion.features = features
+            loaded[key] = motion
         except MotionDataError as err:
             loaded[key] = LoadedMotion(None, error=str(err))
     return loaded
