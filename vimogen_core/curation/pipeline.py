@@ -25,6 +25,7 @@ from vimogen_core.curation.shards import (
     MANIFEST_NAME,
     QUARANTINE_NAME,
     SHARD_SUFFIX,
+    ManifestWriter,
     ShardSetWriter,
     atomic_write_bytes,
     atomic_write_parquet,
@@ -247,7 +248,8 @@ def curate_samples(
     for name in (MANIFEST_NAME, QUARANTINE_NAME, SUMMARY_NAME):
         (out_dir / name).unlink(missing_ok=True)
 
-    writer = ShardSetWriter(out_dir, CHUNK_PREFIX, config.samples_per_chunk)
+    manifest = ManifestWriter(out_dir / MANIFEST_NAME)
+    writer = ShardSetWriter(out_dir, CHUNK_PREFIX, manifest, config.samples_per_chunk)
     rejections: list[Rejection] = []
     counts = {key: Counter() for key in ("source", "subset", "split", "gate", "rejected_source")}
     n_takes = 0
@@ -272,10 +274,11 @@ def curate_samples(
             if bar is not None:
                 bar.update(1)
             if sink is not None and n_takes % 500 == 0:
-                sink.log_metrics({"curation/accepted": len(writer.rows["id"]), "curation/rejected": len(rejections)}, n_takes)
+                sink.log_metrics({"curation/accepted": writer.n_samples, "curation/rejected": len(rejections)}, n_takes)
         summary = writer.close()
     except BaseException:
         writer.abort()
+        manifest.abort()
         raise
     finally:
         if bar is not None:
@@ -303,7 +306,7 @@ def curate_samples(
     )
     summary_json = {k: v for k, v in result.to_metadata().items() if k not in ("seconds", "samples_per_second", "out_dir", "manifest_path", "quarantine_path")}
     atomic_write_bytes(out_dir / SUMMARY_NAME, json.dumps(summary_json, indent=2, sort_keys=True).encode())
-    atomic_write_parquet(writer.table(), out_dir / MANIFEST_NAME)  # last: its presence marks a complete run
+    manifest.close()  # last: its presence marks a complete run
     if sink is not None:
         sink.log_metrics({"curation/accepted": result.n_accepted, "curation/rejected": result.n_rejected}, n_takes)
         sink.log_text(f"curated {result.n_accepted} samples from {n_takes} takes; quarantined {result.n_rejected}: {result.rejected_by_gate}")

@@ -11,15 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 from vimogen_core.curation.records import SPLITS
 from vimogen_core.curation.shards import (
     MANIFEST_NAME,
     SHARD_SUFFIX,
+    ManifestWriter,
     ShardSetWriter,
     atomic_write_bytes,
-    atomic_write_parquet,
     iter_shard_samples,
     remove_stale_temporaries,
     sha256_file,
@@ -53,8 +51,10 @@ def write_shards(curated_manifest: str | Path, out_dir: str | Path, samples_per_
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)
-    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-    writers = {split: ShardSetWriter(out_dir, split, samples_per_shard) for split in SPLITS}
+    manifest_path = out_dir / MANIFEST_NAME
+    manifest_path.unlink(missing_ok=True)  # no manifest may point at shards this run is about to replace
+    manifest = ManifestWriter(manifest_path)  # rows stream out shard by shard, in the order shards close
+    writers = {split: ShardSetWriter(out_dir, split, manifest, samples_per_shard) for split in SPLITS}
     stream = iter_shard_samples(Path(curated_manifest))
     if progress:
         from tqdm import tqdm
@@ -71,20 +71,19 @@ def write_shards(curated_manifest: str | Path, out_dir: str | Path, samples_per_
     except BaseException:
         for writer in writers.values():
             writer.abort()
+        manifest.abort()
         raise
 
     written = {name for summary in summaries.values() for name in summary.shard_names}
     for stale in out_dir.glob(f"*{SHARD_SUFFIX}"):
         if stale.name not in written:
             stale.unlink()
-    table = pa.concat_tables([writers[split].table() for split in SPLITS])
-    manifest_path = out_dir / MANIFEST_NAME
-    atomic_write_parquet(table, manifest_path)
+    manifest.close()  # last: its presence marks a complete shard set
     result = ShardResult(
         out_dir=str(out_dir),
         manifest_path=str(manifest_path),
         manifest_sha256=sha256_file(manifest_path),
-        n_samples=table.num_rows,
+        n_samples=manifest.n_rows,
         n_shards=len(written),
         n_frames=sum(s.n_frames for s in summaries.values()),
         n_bytes=sum(s.n_bytes for s in summaries.values()),

@@ -167,6 +167,32 @@ class ShardWriter:
         self.tmp_path.unlink(missing_ok=True)
 
 
+class ManifestWriter:
+    """Streams manifest rows into a Parquet file, one row group per closed shard, so memory does not
+    grow with the number of samples; the file appears under its final name only at `close`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.tmp_path = self.path.with_name(f".{self.path.name}{TEMP_MARKER}{os.getpid()}")
+        self._writer = pq.ParquetWriter(self.tmp_path, MANIFEST_SCHEMA, compression="zstd")
+        self.n_rows = 0
+
+    def write(self, rows: dict[str, list]) -> None:
+        table = pa.Table.from_pydict(rows, schema=MANIFEST_SCHEMA)
+        self._writer.write_table(table)
+        self.n_rows += table.num_rows
+
+    def close(self) -> None:
+        self._writer.close()
+        with open(self.tmp_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self.tmp_path, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self.tmp_path.unlink(missing_ok=True)
+
+
 @dataclass
 class ShardSetSummary:
     shard_names: list[str]
@@ -177,76 +203,68 @@ class ShardSetSummary:
 
 class ShardSetWriter:
     """Writes samples into shards named `<prefix>-00000.npy`, `<prefix>-00001.npy`, ..., rolling over
-    every `samples_per_shard`, and collects their manifest rows."""
+    every `samples_per_shard`; each closed shard's rows go to the manifest writer."""
 
-    def __init__(self, directory: Path, prefix: str, samples_per_shard: int = 2000):
+    def __init__(self, directory: Path, prefix: str, manifest: ManifestWriter, samples_per_shard: int = 2000):
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
+        self.manifest = manifest
         self.samples_per_shard = samples_per_shard
-        self.rows: dict[str, list] = {field.name: [] for field in MANIFEST_SCHEMA}
+        self._pending: dict[str, list] = {field.name: [] for field in MANIFEST_SCHEMA}  # rows of the open shard
         self.shard_names: list[str] = []
         self._writer: ShardWriter | None = None
-        self._rows_of_open_shard = 0
+        self.n_samples = 0
+        self.n_frames = 0
         self.n_bytes = 0
 
-    def add(self, sample: CuratedSample) -> None:
+    def _open_writer(self) -> ShardWriter:
         if self._writer is None:
-            name = f"{self.prefix}-{len(self.shard_names):05d}{SHARD_SUFFIX}"
-            self._writer = ShardWriter(self.directory / name)
-            self._rows_of_open_shard = 0
-        offset, checksum = self._writer.append(sample.features)
-        row = manifest_row(sample, shard=self._writer.path.name, offset=offset, checksum=checksum)
-        for key, value in row.items():
-            self.rows[key].append(value)
-        self._rows_of_open_shard += 1
+            self._writer = ShardWriter(self.directory / f"{self.prefix}-{len(self.shard_names):05d}{SHARD_SUFFIX}")
+        return self._writer
+
+    def _append_row(self, row: dict) -> None:
+        for key, values in self._pending.items():
+            values.append(row[key])
+        self.n_samples += 1
+        self.n_frames += row["n_frames"]
         if self._writer.n_samples >= self.samples_per_shard:
             self._finish_shard()
+
+    def add(self, sample: CuratedSample) -> None:
+        writer = self._open_writer()
+        offset, checksum = writer.append(sample.features)
+        self._append_row(manifest_row(sample, shard=writer.path.name, offset=offset, checksum=checksum))
 
     def add_row(self, row: dict, features: np.ndarray) -> None:
         """Re-pack an existing manifest row (from another shard set) with its frames."""
-        if self._writer is None:
-            name = f"{self.prefix}-{len(self.shard_names):05d}{SHARD_SUFFIX}"
-            self._writer = ShardWriter(self.directory / name)
-            self._rows_of_open_shard = 0
-        offset, checksum = self._writer.append(features)
+        writer = self._open_writer()
+        offset, checksum = writer.append(features)
         if checksum != row["checksum"]:
             raise MotionDataError(row["shard"], f"sample {row['id']} changed while re-packing")
-        for key in self.rows:
-            self.rows[key].append(row[key])
-        self.rows["shard"][-1] = self._writer.path.name
-        self.rows["offset"][-1] = offset
-        self._rows_of_open_shard += 1
-        if self._writer.n_samples >= self.samples_per_shard:
-            self._finish_shard()
+        self._append_row({**row, "shard": writer.path.name, "offset": offset})
 
     def _finish_shard(self) -> None:
         assert self._writer is not None
         self.n_bytes += _HEADER_BYTES + self._writer.rows * FEATURE_DIM * 4
         digest = self._writer.close()
         self.shard_names.append(self._writer.path.name)
-        self.rows["shard_sha256"][-self._rows_of_open_shard :] = [digest] * self._rows_of_open_shard
+        self._pending["shard_sha256"] = [digest] * len(self._pending["id"])
+        self.manifest.write(self._pending)
+        self._pending = {key: [] for key in self._pending}
         self._writer = None
 
     def close(self) -> ShardSetSummary:
         if self._writer is not None:
             self._finish_shard()
-        return ShardSetSummary(
-            shard_names=list(self.shard_names),
-            n_samples=len(self.rows["id"]),
-            n_frames=int(sum(self.rows["n_frames"])),
-            n_bytes=self.n_bytes,
-        )
+        return ShardSetSummary(list(self.shard_names), self.n_samples, self.n_frames, self.n_bytes)
 
     def abort(self) -> None:
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
-
-    def table(self) -> pa.Table:
-        return pa.Table.from_pydict(self.rows, schema=MANIFEST_SCHEMA)
 
 
 def manifest_row(sample: CuratedSample, shard: str, offset: int, checksum: str) -> dict:
