@@ -11,7 +11,7 @@ import multiprocessing
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,13 +113,15 @@ def _reject(raw: RawSample, sample_id: str, failures: list[tuple[str, str]], sta
 
 def _gate_and_build(raw: RawSample, sample_id: str, joints: np.ndarray, features: np.ndarray, captions: tuple[str, ...],
                     video_caption: str, mirrored: bool, window_start: int, split: str, config: CurationConfig,
-                    judge: CaptionJudge | None, keep_extrinsic: bool = True) -> CuratedSample | Rejection:
+                    judge: CaptionJudge | None, keep_extrinsic: bool = True,
+                    joint_stats: dict[str, float] | None = None) -> CuratedSample | Rejection:
     """joints (T, 22, 3), features (T-1, 276) or (T, 276) for released samples. The take's camera
-    extrinsic is kept only where it still describes the sample's world frame (`keep_extrinsic`)."""
+    extrinsic is kept only where it still describes the sample's world frame (`keep_extrinsic`).
+    `joint_stats` may carry the joint statistics when already known (a mirror's equal the original's)."""
     problem = check_finite(joints, features)
     if problem:
         return _reject(raw, sample_id, [("non_finite", problem)], {})
-    stats = motion_statistics(joints, config.fps)
+    stats = dict(joint_stats) if joint_stats is not None else motion_statistics(joints, config.fps)
     stats["feature_abs_max"] = float(np.abs(features).max())
     failures = evaluate_gates(stats, features.shape[0], captions, video_caption, raw.source, joints, config.fps, config.gates, judge)
     if failures:
@@ -169,7 +171,12 @@ def curate_take(raw: RawSample, config: CurationConfig = CurationConfig(), judge
     for start in starts:
         window = canonicalize(motion.slice(start, start + config.gates.max_frames + 1), set_floor=set_floor)
         window_id = raw.id if len(starts) == 1 else f"{raw.id}@{start}"
-        variants = [(window, False)] + ([(mirror(window), True)] if config.mirror else [])
+        # Reflection maps joints exactly, so the mirror needs no forward kinematics (offsets=None skips
+        # it); and every joint statistic (speeds, jitter, bone lengths, heights, travel) is invariant
+        # under reflection plus the left/right swap, so the mirror reuses the original's.
+        variants = [(window, False)] + ([(mirror(replace(window, offsets=None)), True)] if config.mirror else [])
+        joints = window.joints.numpy()
+        joint_stats = motion_statistics(joints, config.fps) if np.isfinite(joints).all() else None
         for variant, mirrored in variants:
             out.append(
                 _gate_and_build(
@@ -186,6 +193,7 @@ def curate_take(raw: RawSample, config: CurationConfig = CurationConfig(), judge
                     judge,
                     # a camera pose stays valid only for the whole, unmirrored take
                     keep_extrinsic=len(starts) == 1 and not mirrored and window.n_frames == motion.n_frames,
+                    joint_stats=joint_stats,
                 )
             )
     return out

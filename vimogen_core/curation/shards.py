@@ -135,31 +135,32 @@ class ShardWriter:
         self.tmp_path = self.path.with_name(f".{self.path.name}{TEMP_MARKER}{os.getpid()}")
         self._handle = open(self.tmp_path, "wb")
         self._handle.write(_npy_header(0))
-        self._digest = hashlib.sha256()  # of the data region; the header is hashed at close
+        self._digest = hashlib.sha256()  # of the data region (the header is checked byte-for-byte instead)
         self.rows = 0
         self.n_samples = 0
 
-    def append(self, features: np.ndarray) -> tuple[int, str]:
-        """Write one sample's (T, 276) frames; returns (row offset, sample checksum)."""
+    def append(self, features: np.ndarray, checksum: str | None = None) -> tuple[int, str]:
+        """Write one sample's (T, 276) frames; returns (row offset, sample checksum). A known checksum
+        (a sample re-packed from a verified shard) is carried over instead of recomputed."""
         block = np.ascontiguousarray(features, dtype="<f4")
         if block.ndim != 2 or block.shape[1] != FEATURE_DIM:
             raise ValueError(f"{self.path}: sample of shape {block.shape}, expected (T, {FEATURE_DIM})")
         offset = self.rows
         self._handle.write(block.data)
+        self._digest.update(block.data)
         self.rows += block.shape[0]
         self.n_samples += 1
-        return offset, sha256_bytes(block.data)
+        return offset, checksum or sha256_bytes(block.data)
 
     def close(self) -> str:
-        """Finish the file, rename it into place; returns the SHA-256 of the whole shard file."""
+        """Finish the file, rename it into place; returns the shard checksum (SHA-256 of the data region)."""
         self._handle.seek(0)
         self._handle.write(_npy_header(self.rows))
         self._handle.flush()
         os.fsync(self._handle.fileno())
         self._handle.close()
-        digest = sha256_file(self.tmp_path)
         os.replace(self.tmp_path, self.path)
-        return digest
+        return self._digest.hexdigest()
 
     def abort(self) -> None:
         if not self._handle.closed:
@@ -239,11 +240,9 @@ class ShardSetWriter:
         self._append_row(manifest_row(sample, shard=writer.path.name, offset=offset, checksum=checksum))
 
     def add_row(self, row: dict, features: np.ndarray) -> None:
-        """Re-pack an existing manifest row (from another shard set) with its frames."""
+        """Re-pack an existing manifest row (from another, verified shard) with its frames."""
         writer = self._open_writer()
-        offset, checksum = writer.append(features)
-        if checksum != row["checksum"]:
-            raise MotionDataError(row["shard"], f"sample {row['id']} changed while re-packing")
+        offset, _ = writer.append(features, checksum=row["checksum"])
         self._append_row({**row, "shard": writer.path.name, "offset": offset})
 
     def _finish_shard(self) -> None:
@@ -318,29 +317,52 @@ def read_manifest(path: Path, columns: list[str] | None = None) -> pa.Table:
 class ShardReader:
     """Memory-mapped read access to one shard, with its checksums verified.
 
-    The whole file is checked against `expected_sha256` when opened (once per process), and each
-    sample's bytes against its own checksum when read.
+    On open (once per process) the header must be exactly the canonical header for the file's size
+    and the data region must hash to `expected_sha256`; each sample's bytes are checked against its
+    own checksum when read.
     """
 
-    def __init__(self, path: Path, expected_sha256: str | None = None, expected_rows: int | None = None):
+    def __init__(self, path: Path, expected_sha256: str | None = None, expected_rows: int | None = None, mmap: bool = True):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: shard not found")
+        rows, remainder = divmod(self.path.stat().st_size - _HEADER_BYTES, FEATURE_DIM * 4)
+        if rows < 0 or remainder:
+            raise MotionDataError(self.path, "shard size is not a whole number of frames: truncated or padded")
         if expected_sha256:
-            actual = sha256_file(self.path)
-            if actual != expected_sha256:
-                raise MotionDataError(self.path, f"shard checksum mismatch (expected {expected_sha256[:16]}..., got {actual[:16]}...)")
-        try:
-            self.array = np.load(self.path, mmap_mode="r", allow_pickle=False)  # (rows, 276)
-        except (ValueError, OSError) as err:
-            raise MotionDataError(self.path, f"unreadable shard: {err}") from err
-        if self.array.dtype != np.float32 or self.array.ndim != 2 or self.array.shape[1] != FEATURE_DIM:
-            raise MotionDataError(self.path, f"shard holds {self.array.dtype} {self.array.shape}, expected float32 (rows, {FEATURE_DIM})")
-        if expected_rows is not None and self.array.shape[0] < expected_rows:
-            raise MotionDataError(self.path, f"shard has {self.array.shape[0]} rows, the manifest needs {expected_rows}")
+            with open(self.path, "rb") as handle:
+                if handle.read(_HEADER_BYTES) != _npy_header(rows):
+                    raise MotionDataError(self.path, "shard header checksum mismatch (damaged header)")
+                digest = hashlib.sha256()
+                while chunk := handle.read(8 << 20):
+                    digest.update(chunk)
+            if digest.hexdigest() != expected_sha256:
+                raise MotionDataError(self.path, f"shard checksum mismatch (expected {expected_sha256[:16]}..., got {digest.hexdigest()[:16]}...)")
+        if expected_rows is not None and rows < expected_rows:
+            raise MotionDataError(self.path, f"shard has {rows} rows, the manifest needs {expected_rows}")
+        self.rows = rows
+        self.array = None  # (rows, 276) memory map for random access; streaming reads use pread instead
+        self._fd = None
+        if mmap:
+            try:
+                self.array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError) as err:
+                raise MotionDataError(self.path, f"unreadable shard: {err}") from err
+            if self.array.dtype != np.float32 or self.array.shape != (rows, FEATURE_DIM):
+                raise MotionDataError(self.path, f"shard holds {self.array.dtype} {self.array.shape}, expected float32 ({rows}, {FEATURE_DIM})")
+        else:
+            self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
 
     def read(self, offset: int, n_frames: int, checksum: str | None = None, sample_id: str = "") -> np.ndarray:
-        block = np.array(self.array[offset : offset + n_frames])  # (T, 276) copy out of the map
+        if self.array is not None:
+            block = np.array(self.array[offset : offset + n_frames])  # (T, 276) copy out of the map
+        else:
+            data = os.pread(self._fd, max(0, min(n_frames, self.rows - offset)) * FEATURE_DIM * 4, _HEADER_BYTES + offset * FEATURE_DIM * 4)
+            block = np.frombuffer(bytearray(data), dtype="<f4").reshape(-1, FEATURE_DIM)
         if block.shape[0] != n_frames:
             raise MotionDataError(self.path, f"sample {sample_id} at rows {offset}:{offset + n_frames} is truncated")
         if checksum and sha256_bytes(block.data) != checksum:
@@ -357,5 +379,6 @@ def iter_shard_samples(manifest_path: Path, split: str | None = None, verify: bo
     reader: ShardReader | None = None
     for row in table.to_pylist():
         if reader is None or reader.path.name != row["shard"]:
-            reader = ShardReader(manifest_path.parent / row["shard"], row["shard_sha256"] if verify else None)
-        yield row, reader.read(row["offset"], row["n_frames"], row["checksum"] if verify else None, row["id"])
+            reader = ShardReader(manifest_path.parent / row["shard"], row["shard_sha256"] if verify else None, mmap=False)
+        # the whole shard was verified when opened: no per-sample re-hash needed while streaming
+        yield row, reader.read(row["offset"], row["n_frames"], None, row["id"])
