@@ -1,0 +1,151 @@
+"""Training hyperparameters: one frozen dataclass, named presets, and string overrides.
+
+The CLI and the orchestration layer only pick a preset and override fields (`--set lr=1e-4`);
+the values themselves live here, once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Model and text encoder.
+    model_preset: str = "tiny"
+    model_overrides: dict = field(default_factory=dict)  # DiTConfig field -> value
+    text_encoder: str = "minilm"
+    text_len: int = 32  # text tokens zero-padded/cut to this many (the released model: 226, unmasked)
+    # Optimisation. `batch_size` is the global batch: under torchrun each rank takes its share.
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    lr_schedule: str = "constant"  # "constant" after warm-up, or "cosine" decay to lr_min_ratio * lr
+    lr_min_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    bf16: bool = True  # autocast matmuls to bfloat16 (AMX on these CPUs, tensor cores on GPUs)
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_every: int = 500
+    log_every: int = 10
+    # Data: "builtin" (the 15 DeepMimic clips) or the path of a curated shard manifest.
+    data: str = "builtin"
+    split: str = "train"
+    builtin_min_frames: int = 100  # built-in clips are lengthened to this many frames first
+    min_frames: int = 40  # training windows are 40-200 frames (2-10 s at 20 fps)
+    max_frames: int = 200
+    mirror: bool = True
+    # Conditioning (DESIGN.md section 7).
+    text_drop: float = 0.5  # the text is replaced by the null context, for classifier-free guidance
+    p_text: float = 0.8  # routing draw: probability that a sample trains the text branch
+    p_text_noisy: float = 0.4  # the same for samples from noisier sources
+    noisy_sources: tuple[str, ...] = ("in_the_wild_video",)
+    # Corrupted self-reference for samples routed to the motion branch.
+    ref_noise_max_fraction: float = 0.4  # Gaussian noise on a random 0-40% of the frames
+    ref_noise_std: float = 0.1  # in normalised units
+    ref_blend_fraction: tuple[float, float] = (0.03, 0.08)  # frames replaced by a blend of neighbours
+    ref_dropout: float = 0.02  # frames dropped from the reference
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        values = json.loads(text)
+        return cls(**{key: _coerce(cls, key, value) for key, value in values.items()})
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _field_types(cls) -> dict[str, typing.Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(cls, key: str, value):
+    """JSON lists back to tuples where the field is a tuple."""
+    hint = _field_types(cls)[key]
+    if typing.get_origin(hint) is tuple and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    # A few minutes on a laptop CPU: the text-conditioning demo on the built-in clips.
+    "tiny": TrainConfig(model_preset="tiny", steps=2000, batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.995,
+                        checkpoint_every=500),
+    "small": TrainConfig(model_preset="small", steps=3000, batch_size=32, lr=5e-4, warmup_steps=200, ema_decay=0.998,
+                         checkpoint_every=500),
+    # The paper's run: the released architecture, 40k steps at global batch 1024, AdamW lr 2e-4,
+    # on the curated shards and the umT5-XXL text encoder (a local directory).
+    "released": TrainConfig(model_preset="released", text_encoder="umt5", text_len=226, steps=40_000, batch_size=1024, lr=2e-4,
+                            warmup_steps=1000, ema_decay=0.9999, data="data/curated/manifest.parquet",
+                            device="cuda", checkpoint_every=1000, log_every=50),
+}
+
+
+def get_train_preset(name: str) -> TrainConfig:
+    try:
+        return TRAIN_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown training preset {name!r}; choose one of: {', '.join(TRAIN_PRESETS)}") from None
+
+
+def _parse_value(key: str, text: str, hint):
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--set {key}: expected true/false, got {text!r}")
+    if hint in (int, float, str):
+        try:
+            return hint(text)
+        except ValueError:
+            raise ValueError(f"--set {key}: expected {hint.__name__}, got {text!r}") from None
+    if origin is tuple or hint is dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            # A bare comma list for tuples of strings: noisy_sources=a,b
+            value = [part.strip() for part in text.split(",") if part.strip()]
+        if hint is dict:
+            if not isinstance(value, dict):
+                raise ValueError(f"--set {key}: expected a JSON object, got {text!r}")
+            return value
+        return tuple(value) if isinstance(value, list) else (value,)
+    raise ValueError(f"--set {key}: cannot parse a value of type {hint}")
+
+
+def apply_overrides(config: TrainConfig, assignments: list[str] | dict[str, typing.Any]) -> TrainConfig:
+    """`["steps=100", "lr=1e-3", "model.num_layers=2"]` (strings, from the CLI) or a dict of typed
+    values (from code or Dagster config). `model.X` sets a DiTConfig field."""
+    hints = _field_types(TrainConfig)
+    items = assignments.items() if isinstance(assignments, dict) else [_split_assignment(a) for a in assignments]
+    changes: dict[str, typing.Any] = {}
+    model_overrides = dict(config.model_overrides)
+    for key, value in items:
+        if key.startswith("model."):
+            model_overrides[key[len("model."):]] = json.loads(value) if isinstance(value, str) else value
+            continue
+        if key not in hints:
+            raise ValueError(f"unknown training setting {key!r}; known: {', '.join(sorted(hints))}")
+        changes[key] = _parse_value(key, value, hints[key]) if isinstance(value, str) and hints[key] is not str else value
+    if model_overrides != config.model_overrides:
+        changes["model_overrides"] = model_overrides
+    return dataclasses.replace(config, **changes)
+
+
+def _split_assignment(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    return key.strip(), value.strip()

@@ -1,0 +1,223 @@
+"""Training data: motion datasets, the per-sample conditioning draws, and batch assembly.
+
+Every random choice for a sample (which motion, window, caption, text drop, routing, reference
+corruption, flow time and noise) comes from a generator seeded by (seed, global sample number),
+where the global sample number is step * global_batch + position in the global batch. So the
+data a step sees is a pure function of the step: a resumed run continues exactly, and a run split
+over N processes sees exactly the samples a single process would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+
+from vimogen_core.motion.representation import FEATURE_DIM, REF_FEATURE_DIM, Normalizer, reference_features
+from vimogen_core.train.config import TrainConfig
+
+# Separate streams of the per-sample seed so that adding a draw to one stage does not shift another.
+_ORDER_STREAM, _SAMPLE_STREAM, _NOISE_STREAM = 1, 2, 3
+
+
+@dataclass
+class MotionItem:
+    features: np.ndarray  # (T, 276) float32, normalised
+    captions: list[str]
+    source: str
+    use_ref_allowed: bool = True  # the quality gate may forbid training the motion branch on a sample
+
+
+class MotionDataset(Protocol):
+    """What the training loop needs from a data source."""
+
+    normalizer: Normalizer
+
+    def __len__(self) -> int: ...
+
+    def sample(self, index: int, rng: np.random.Generator) -> MotionItem:
+        """Item `index` (0 <= index < len), with a random window drawn from `rng`."""
+        ...
+
+
+def random_window(n_frames: int, rng: np.random.Generator, min_frames: int, max_frames: int) -> tuple[int, int]:
+    """A window of min..max frames (all of it when the motion is shorter than min_frames)."""
+    longest = min(max_frames, n_frames)
+    length = int(rng.integers(min(min_frames, longest), longest + 1))
+    start = int(rng.integers(0, n_frames - length + 1))
+    return start, start + length
+
+
+class BuiltinClipDataset:
+    """The 15 built-in DeepMimic clips and their mirror images, lengthened to
+    `config.builtin_min_frames`; each draw is a random 40-200 frame window."""
+
+    def __init__(self, config: TrainConfig, normalizer: Normalizer | None = None):
+        from vimogen_core.motion.motion import mirror
+        from vimogen_core.sources.deepmimic import load_builtin_clips
+
+        clips = load_builtin_clips(min_frames=config.builtin_min_frames)
+        self.names: list[str] = []
+        self.features: list[np.ndarray] = []  # raw (T, 276) float32
+        self.captions: list[list[str]] = []
+        for clip in clips:
+            motions = [clip.motion, mirror(clip.motion)] if config.mirror else [clip.motion]
+            for motion, suffix in zip(motions, ("", "_mirror")):
+                self.names.append(clip.name + suffix)
+                self.features.append(motion.features().numpy().astype(np.float32))
+                self.captions.append(list(clip.captions))
+        self.source = clips[0].source
+        self.normalizer = normalizer or Normalizer.fit(self.features)
+        self.config = config
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def sample(self, index: int, rng: np.random.Generator) -> MotionItem:
+        feats = self.features[index]
+        start, stop = random_window(len(feats), rng, self.config.min_frames, self.config.max_frames)
+        window = self.normalizer.normalize(feats[start:stop]).astype(np.float32)
+        return MotionItem(window, self.captions[index], self.source)
+
+
+class ShardMotionDataset:
+    """Adapter over the curated shard set (`vimogen_core.curation.dataset.ShardDataset`).
+    Shards hold ready-made 40-200 frame windows; longer ones are cropped at random."""
+
+    NORMALIZER_FIT_SAMPLES = 5000  # statistics from an evenly spread subset of a large set
+
+    def __init__(self, config: TrainConfig, normalizer: Normalizer | None = None):
+        from vimogen_core.curation.dataset import ShardDataset
+
+        self.shards = ShardDataset(Path(config.data), split=config.split)
+        if len(self.shards) == 0:
+            raise ValueError(f"{config.data}: no samples in split {config.split!r}")
+        if normalizer is None:
+            picks = np.unique(np.linspace(0, len(self.shards) - 1, min(len(self.shards), self.NORMALIZER_FIT_SAMPLES)).astype(int))
+            normalizer = Normalizer.fit(self.shards[int(i)]["features"].numpy() for i in picks)
+        self.normalizer = normalizer
+        self.config = config
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def sample(self, index: int, rng: np.random.Generator) -> MotionItem:
+        item = self.shards[index]
+        feats = item["features"].numpy()
+        start, stop = random_window(len(feats), rng, self.config.min_frames, self.config.max_frames)
+        captions = [c for c in item["motion_text"] if c.strip()] or ([item["video_text"]] if item["video_text"] else [""])
+        window = self.normalizer.normalize(feats[start:stop]).astype(np.float32)
+        return MotionItem(window, captions, item["source"])
+
+
+def build_dataset(config: TrainConfig, normalizer: Normalizer | None = None) -> MotionDataset:
+    if config.data == "builtin":
+        return BuiltinClipDataset(config, normalizer)
+    path = Path(config.data)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: training data not found (a shard manifest, or 'builtin')")
+    return ShardMotionDataset(config, normalizer)
+
+
+def corrupt_reference(x: np.ndarray, rng: np.random.Generator, config: TrainConfig) -> np.ndarray:
+    """A damaged copy of a normalised target (T, 276) for the motion branch to learn from: Gaussian
+    noise on a random 0-40% of frames, 3-8% of frames replaced by a blend of their neighbours, and
+    2% of frames dropped (zeroed: the model reads reference masks only as prefix lengths, so a
+    dropped frame is a blank frame, not a masked one). Returns the reference features (T, 138)."""
+    n = len(x)
+    out = x.copy()
+    noisy = rng.random(n) < rng.uniform(0.0, config.ref_noise_max_fraction)  # (T,)
+    out[noisy] += rng.normal(0.0, config.ref_noise_std, size=(int(noisy.sum()), x.shape[1])).astype(np.float32)
+    if n >= 3:
+        n_blend = max(1, int(round(rng.uniform(*config.ref_blend_fraction) * n)))
+        frames = rng.choice(np.arange(1, n - 1), size=min(n_blend, n - 2), replace=False)  # (K,)
+        weight = rng.random(len(frames)).astype(np.float32)[:, None]  # (K, 1)
+        out[frames] = weight * x[frames - 1] + (1.0 - weight) * x[frames + 1]
+    dropped = rng.random(n) < config.ref_dropout  # (T,)
+    out[dropped] = 0.0
+    return reference_features(out)
+
+
+@dataclass
+class SampleDraw:
+    """Everything drawn for one training sample."""
+
+    features: np.ndarray  # (T, 276) normalised target
+    caption: str
+    drop_text: bool
+    use_text: bool  # routing: text branch (True) or motion branch (False)
+    reference: np.ndarray  # (T, 138)
+    time_seed: int  # seeds the torch generator for this sample's flow time and noise
+
+
+def draw_sample(dataset: MotionDataset, config: TrainConfig, global_index: int) -> SampleDraw:
+    n = len(dataset)
+    epoch, position = divmod(global_index, n)
+    order = np.random.default_rng((config.seed, _ORDER_STREAM, epoch)).permutation(n)
+    rng = np.random.default_rng((config.seed, _SAMPLE_STREAM, global_index))
+    item = dataset.sample(int(order[position]), rng)
+    caption = item.captions[int(rng.integers(len(item.captions)))] if item.captions else ""
+    drop_text = bool(rng.random() < config.text_drop) or not caption.strip()
+    p_text = config.p_text_noisy if item.source in config.noisy_sources else config.p_text
+    use_text = bool(rng.random() < p_text) or not item.use_ref_allowed
+    if use_text:
+        # No reference: zeros (never the target itself, which must not leak into the text branch).
+        reference = np.zeros((len(item.features), REF_FEATURE_DIM), np.float32)
+    else:
+        reference = corrupt_reference(item.features, rng, config)
+    time_seed = int(np.random.default_rng((config.seed, _NOISE_STREAM, global_index)).integers(2**62))
+    return SampleDraw(item.features, caption, drop_text, use_text, reference, time_seed)
+
+
+@dataclass
+class TrainBatch:
+    x0: torch.Tensor  # (B, T, 276)
+    x_mask: torch.Tensor  # (B, T) bool
+    captions: list[str]
+    drop_text: torch.Tensor  # (B,) bool
+    use_text: torch.Tensor  # (B,) bool
+    reference: torch.Tensor  # (B, T, 138)
+    reference_mask: torch.Tensor  # (B, T) bool
+    time_seeds: list[int]
+
+    def to(self, device) -> "TrainBatch":
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return TrainBatch(move(self.x0), move(self.x_mask), self.captions, move(self.drop_text), move(self.use_text),
+                          move(self.reference), move(self.reference_mask), self.time_seeds)
+
+
+def collate(draws: list[SampleDraw]) -> TrainBatch:
+    """Zero-pad to the longest sample; masks are True on real frames."""
+    lengths = np.array([len(d.features) for d in draws])
+    t_max = int(lengths.max())
+    b = len(draws)
+    x0 = np.zeros((b, t_max, FEATURE_DIM), np.float32)
+    reference = np.zeros((b, t_max, REF_FEATURE_DIM), np.float32)
+    for row, draw in enumerate(draws):
+        x0[row, : len(draw.features)] = draw.features
+        reference[row, : len(draw.features)] = draw.reference
+    x_mask = np.arange(t_max)[None, :] < lengths[:, None]  # (B, T)
+    return TrainBatch(
+        x0=torch.from_numpy(x0),
+        x_mask=torch.from_numpy(x_mask),
+        captions=[d.caption for d in draws],
+        drop_text=torch.tensor([d.drop_text for d in draws]),
+        use_text=torch.tensor([d.use_text for d in draws]),
+        reference=torch.from_numpy(reference),
+        reference_mask=torch.from_numpy(x_mask.copy()),  # the reference covers the motion's frames
+        time_seeds=[d.time_seed for d in draws],
+    )
+
+
+def rank_batches(dataset: MotionDataset, config: TrainConfig, start_step: int, rank: int, world_size: int) -> Iterator[TrainBatch]:
+    """This rank's share of each global batch, step after step from `start_step`."""
+    if config.batch_size % world_size:
+        raise ValueError(f"global batch {config.batch_size} does not split evenly over {world_size} processes")
+    per_rank = config.batch_size // world_size
+    step = start_step
+    while True:
+        first = step * config.batch_size + rank * per_rank
+        yield collate([draw_sample(dataset, config, first + i) for i in range(per_rank)])
+        step += 1

@@ -1,0 +1,154 @@
+"""Sampling motions from a trained checkpoint: text mode (classifier-free guidance) or reference mode.
+
+Each requested motion gets its own noise generator (seed + its position in the request), so a
+motion does not change with the batch size or with what it is batched with.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vimogen_core.errors import MotionDataError
+from vimogen_core.motion.representation import FEATURE_DIM, Normalizer, check_features, reference_features
+from vimogen_core.train import checkpoint as ckpt
+from vimogen_core.train.conditioning import TextContext
+from vimogen_core.train.config import TrainConfig
+
+MAX_FRAMES = 1000  # 50 s at 20 fps; the position tables hold 5000 rows, the training windows 200
+
+
+@dataclass
+class Generator:
+    model: torch.nn.Module
+    model_config: object
+    train_config: TrainConfig
+    normalizer: Normalizer
+    text: TextContext
+    device: torch.device
+    checkpoint: Path
+    step: int
+
+    def _check_request(self, prompts, n_frames, ref_motions) -> tuple[list[str], list[int], list[np.ndarray | None]]:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("no prompts given")
+        lengths = [int(n_frames)] * len(prompts) if np.isscalar(n_frames) else [int(n) for n in n_frames]
+        if len(lengths) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(lengths)} frame counts")
+        for n in lengths:
+            if not 1 <= n <= MAX_FRAMES:
+                raise ValueError(f"frame count {n} out of range 1..{MAX_FRAMES}")
+        refs: list[np.ndarray | None] = [None] * len(prompts)
+        if ref_motions is not None:
+            if len(ref_motions) != len(prompts):
+                raise ValueError(f"{len(prompts)} prompts but {len(ref_motions)} reference motions")
+            refs = []
+            for i, ref in enumerate(ref_motions):
+                if ref is None:
+                    refs.append(None)
+                    continue
+                name = getattr(ref, "name", None) or f"reference motion {i}"
+                refs.append(check_features(np.asarray(ref, dtype=np.float32), name))
+        for i, (prompt, ref) in enumerate(zip(prompts, refs)):
+            if ref is None and (not isinstance(prompt, str) or not prompt.strip()):
+                raise ValueError(f"prompt {i} is empty; text mode needs a description of the motion")
+        return [p if isinstance(p, str) else "" for p in prompts], lengths, refs
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], n_frames: int | list[int], ref_motions: list[np.ndarray] | None = None,
+                 steps: int = 50, cfg_scale: float = 5.0, seed: int = 0, batch_size: int = 32,
+                 smooth: bool = True, progress: bool = False) -> list[np.ndarray]:
+        """Motions as de-normalised (T, 276) float32 features, one per prompt. A sample with a
+        reference motion (un-normalised (T_ref, 276) features) is generated in reference mode,
+        conditioned on it alone; the others in text mode with guidance `cfg_scale`."""
+        prompts, lengths, refs = self._check_request(prompts, n_frames, ref_motions)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        out: list[np.ndarray] = []
+        chunks = range(0, len(prompts), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            chunks = tqdm(chunks, desc="generate", unit="batch")
+        for start in chunks:
+            stop = min(start + batch_size, len(prompts))
+            out.extend(self._generate_batch(prompts[start:stop], lengths[start:stop], refs[start:stop],
+                                            steps, cfg_scale, seed + start, smooth))
+        return out
+
+    def _generate_batch(self, prompts, lengths, refs, steps, cfg_scale, seed, smooth) -> list[np.ndarray]:
+        from vimogen_core.model.flow import euler_sample, smooth_features
+
+        b, t_max = len(prompts), max(lengths)
+        device = self.device
+        x_mask = (torch.arange(t_max)[None, :] < torch.tensor(lengths)[:, None]).to(device)  # (B, T)
+        use_text = torch.tensor([ref is None for ref in refs], device=device)  # (B,)
+        reference = torch.zeros(b, t_max, len(reference_features(np.zeros(FEATURE_DIM))), device=device)  # (B, T, 138)
+        reference_mask = x_mask.clone()
+        for row, ref in enumerate(refs):
+            if ref is None:
+                continue
+            n = min(len(ref), lengths[row])
+            ref_norm = torch.from_numpy(self.normalizer.normalize(ref[:n]).astype(np.float32))
+            reference[row, :n] = reference_features(ref_norm).to(device)
+            reference_mask[row] = torch.arange(t_max, device=device) < n
+        context = self.text.encode(prompts, drop=~use_text.cpu()).to(device)  # (B, L, D)
+        null = self.text.null.to(device).expand(b, -1, -1)  # (B, L, D)
+        guided = use_text[:, None, None]  # (B, 1, 1)
+        model = self.model
+
+        def velocity(x, s):  # x (B, T, 276), s (B,) or scalar
+            s = torch.as_tensor(s, dtype=torch.float32, device=device).reshape(-1).expand(b)
+            timestep = s * 1000.0
+            if bool(use_text.any()) and cfg_scale != 1.0:
+                both = model(torch.cat([x, x]), torch.cat([timestep, timestep]), torch.cat([context, null]),
+                             torch.cat([x_mask, x_mask]), torch.cat([reference, reference]),
+                             torch.cat([reference_mask, reference_mask]), torch.cat([use_text, use_text]))
+                v_cond, v_uncond = both[:b], both[b:]
+                # Guidance in text mode only; reference-mode rows use the conditional velocity.
+                return torch.where(guided, v_uncond + cfg_scale * (v_cond - v_uncond), v_cond)
+            return model(x, timestep, context, x_mask, reference, reference_mask, use_text)
+
+        noise = torch.cat([torch.randn(1, t_max, FEATURE_DIM, generator=torch.Generator().manual_seed(seed + i))
+                           for i in range(b)]).to(device)  # (B, T, 276)
+        sample = euler_sample(velocity, noise, steps, x_mask)  # (B, T, 276) normalised
+        if smooth:
+            sample = smooth_features(sample)
+        feats = self.normalizer.denormalize(sample.float().cpu()).numpy()
+        return [feats[row, : lengths[row]].astype(np.float32) for row in range(b)]
+
+
+def load_generator(checkpoint: str | os.PathLike, device: str = "cpu", expected_preset: str | None = None,
+                   use_ema: bool = True) -> Generator:
+    """A generator from a training checkpoint (EMA weights by default). `expected_preset` guards
+    against loading a checkpoint of another model size."""
+    from vimogen_core.model.config import DiTConfig
+    from vimogen_core.model.dit import ViMoGenDiT
+
+    path = Path(checkpoint)
+    payload = ckpt.load_checkpoint(path)
+    preset = payload["model_preset"]
+    if expected_preset is not None and preset != expected_preset:
+        raise MotionDataError(path, f"checkpoint holds model preset {preset!r}, expected {expected_preset!r}")
+    try:
+        model_config = DiTConfig(**json.loads(payload["model_config"]))
+    except TypeError as err:
+        raise MotionDataError(path, f"model configuration does not fit this version ({err})") from None
+    train_config = TrainConfig.from_json(payload["train_config"])
+    state = payload["ema" if use_ema else "model"]
+    with torch.device("meta"):  # shapes only: a wrong-preset checkpoint fails before any allocation
+        ckpt.check_state_dict(path, preset, ViMoGenDiT(model_config), state)
+    model = ViMoGenDiT(model_config)
+    model.load_state_dict(state)
+    model = model.to(device).eval()
+    text = TextContext(payload["text_encoder"], train_config.text_len)
+    return Generator(model=model, model_config=model_config, train_config=train_config,
+                     normalizer=ckpt.checkpoint_normalizer(payload), text=text, device=torch.device(device),
+                     checkpoint=path, step=int(payload["step"]))

@@ -1,0 +1,264 @@
+"""The training loop: flow matching on the gated two-branch DiT, single process or torchrun/DDP.
+
+Exactness: the data of step k is a pure function of (seed, k) (see `data.py`), the learning rate
+and EMA decay are functions of k, and a checkpoint holds the model, EMA, optimizer and RNG states;
+so stopping after any checkpoint and resuming gives the same weights as running straight through.
+Under torchrun every rank takes a slice of the same global batch, and the loss of each rank is
+weighted by its share of the valid frames, so the averaged gradient equals the single-process one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from vimogen_core.errors import MotionDataError
+from vimogen_core.sinks import MetricSink, NullSink
+from vimogen_core.train import checkpoint as ckpt
+from vimogen_core.train.conditioning import TextContext
+from vimogen_core.train.config import TrainConfig
+from vimogen_core.train.data import TrainBatch, build_dataset, rank_batches
+
+KEEP_CHECKPOINTS = 3
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint: Path
+    step: int
+    final_loss: float  # mean loss over the last `log_every` steps
+    wall_s: float
+    samples_per_s: float
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> DistEnv:
+    """One process, or a torchrun rank (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistEnv(0, 1, torch.device(device))
+    on_cuda = torch.device(device).type == "cuda"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if on_cuda else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if on_cuda:
+        torch.cuda.set_device(local_rank)
+    return DistEnv(dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local_rank}") if on_cuda else torch.device("cpu"))
+
+
+def build_model_config(config: TrainConfig):
+    from vimogen_core.model.config import get_preset
+
+    base = get_preset(config.model_preset)
+    try:
+        return dataclasses.replace(base, **config.model_overrides)
+    except TypeError as err:
+        raise ValueError(f"bad model override in {config.model_overrides}: {err}") from None
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up over `warmup_steps`, then constant or cosine decay to lr_min_ratio * lr."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return config.lr
+    if config.lr_schedule != "cosine":
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r} (constant, cosine)")
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    floor = config.lr_min_ratio
+    return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def ema_decay(config: TrainConfig, step: int) -> float:
+    """The configured decay, ramped up at the start so early EMA weights are not stuck at init."""
+    return min(config.ema_decay, (1 + step) / (10 + step))
+
+
+def time_and_noise(batch: TrainBatch, flow, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample flow time s (B,) and noise (B, T, 276), each from the sample's own generator,
+    so they do not depend on how the global batch was split over processes."""
+    times, noises = [], []
+    b, t, d = batch.x0.shape
+    for seed in batch.time_seeds:
+        generator = torch.Generator().manual_seed(seed)
+        times.append(flow.sample_time(1, generator).reshape(1))
+        noises.append(torch.randn(1, t, d, generator=generator))
+    return torch.cat(times).float().to(device), torch.cat(noises).to(device)
+
+
+def _model_state(model: torch.nn.Module) -> dict:
+    return (model.module if hasattr(model, "module") else model).state_dict()
+
+
+class EMA:
+    """fp32 exponential moving average of the parameters (buffers are copied)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.names = [name for name, _ in model.named_parameters()]
+        self.shadow = {name: p.detach().float().clone() for name, p in model.named_parameters()}
+        self.buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, decay: float) -> None:
+        params = dict(model.named_parameters())
+        torch._foreach_lerp_([self.shadow[n] for n in self.names], [params[n].detach().float() for n in self.names],
+                             1.0 - decay)
+
+    def state_dict(self) -> dict:
+        return {**self.shadow, **self.buffers}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.shadow:
+            self.shadow[name].copy_(state[name])
+        for name in self.buffers:
+            self.buffers[name].copy_(state[name])
+
+
+def _check_resume_compatible(path: Path, payload: dict, config: TrainConfig, model_config, encoder_name: str) -> None:
+    saved_model = json.loads(payload["model_config"])
+    current_model = json.loads(json.dumps(dataclasses.asdict(model_config), sort_keys=True))
+    if saved_model != current_model:
+        diff = sorted(k for k in set(saved_model) | set(current_model) if saved_model.get(k) != current_model.get(k))
+        raise MotionDataError(path, f"checkpoint is for model preset {payload['model_preset']!r}, this run uses "
+                                    f"{config.model_preset!r} (differs in {', '.join(diff)})")
+    if payload["text_encoder"] != encoder_name:
+        raise MotionDataError(path, f"checkpoint was trained with text encoder {payload['text_encoder']!r}, "
+                                    f"this run uses {encoder_name!r}")
+
+
+def resolve_resume(resume: str | os.PathLike | None, out_dir: Path) -> Path | None:
+    """None: fresh run; "auto": the latest checkpoint in out_dir if any; else a checkpoint file."""
+    if resume is None:
+        return None
+    if str(resume) == "auto":
+        return ckpt.latest_checkpoint(out_dir / "checkpoints")
+    return Path(resume)
+
+
+def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = NullSink(),
+          resume: str | os.PathLike | None = None, progress: bool = True) -> TrainResult:
+    from tqdm import tqdm
+
+    from vimogen_core.model.dit import ViMoGenDiT
+    from vimogen_core.model.flow import FlowMatching
+
+    out_dir = Path(out_dir)
+    checkpoint_dir = out_dir / "checkpoints"
+    env = init_distributed(config.device)
+    model_config = build_model_config(config)
+    resume_path = resolve_resume(resume, out_dir)
+    payload = ckpt.load_checkpoint(resume_path) if resume_path is not None else None
+
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    model = ViMoGenDiT(model_config).to(env.device)
+    ema = EMA(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.adam_betas,
+                                  weight_decay=config.weight_decay)
+    flow = FlowMatching()
+    text = TextContext(config.text_encoder, config.text_len, out_dir / "text_cache" if env.is_main else None)
+    dataset = build_dataset(config, ckpt.checkpoint_normalizer(payload) if payload else None)
+
+    start_step = 0
+    if payload is not None:
+        _check_resume_compatible(resume_path, payload, config, model_config, config.text_encoder)
+        ckpt.check_state_dict(resume_path, config.model_preset, model, payload["model"])
+        model.load_state_dict(payload["model"])
+        ema.load_state_dict(payload["ema"])
+        optimizer.load_state_dict(payload["optimizer"])
+        ckpt.set_rng_state(payload["rng"])
+        start_step = int(payload["step"])
+        sink.log_text(f"resumed from {resume_path} at step {start_step}")
+
+    train_model = model
+    if env.world_size > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    if env.is_main:
+        n_params = sum(p.numel() for p in model.parameters())
+        sink.log_text(f"training {config.model_preset} ({n_params / 1e6:.2f} M parameters) on {len(dataset)} motions, "
+                      f"{env.world_size} process(es), global batch {config.batch_size}, bf16={config.bf16}")
+
+    def save(step: int) -> Path:
+        path = checkpoint_dir / ckpt.checkpoint_name(step)
+        if env.is_main:
+            ckpt.save_checkpoint(path, step=step, train_config=config, model_config=model_config,
+                                 text_encoder=config.text_encoder, normalizer=dataset.normalizer,
+                                 model_state=_model_state(model), ema_state=ema.state_dict(),
+                                 optimizer_state=optimizer.state_dict())
+            ckpt.prune_checkpoints(checkpoint_dir, KEEP_CHECKPOINTS)
+            getattr(sink, "log_artifact", lambda _: None)(path)
+        return path
+
+    batches = rank_batches(dataset, config, start_step, env.rank, env.world_size)
+    recent_losses: list[float] = []
+    started = time.perf_counter()
+    path = checkpoint_dir / ckpt.checkpoint_name(start_step)
+    bar = tqdm(total=config.steps, initial=start_step, disable=not (progress and env.is_main), desc="train",
+               dynamic_ncols=True)
+    for step in range(start_step, config.steps):
+        lr = learning_rate(config, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = next(batches).to(env.device)
+        s, noise = time_and_noise(batch, flow, env.device)
+        x_t = flow.interpolate(batch.x0, noise, s)  # (B, T, 276)
+        context = text.encode(batch.captions, batch.drop_text).to(env.device)  # (B, L, D)
+        with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            pred = train_model(x_t, flow.timestep_for_model(s), context, batch.x_mask, batch.reference,
+                               batch.reference_mask, batch.use_text)  # (B, T, 276)
+        local_loss = flow.loss(pred.float(), batch.x0, noise, s, batch.x_mask)
+        # The loss averages over valid frames; weighting each rank by its share of the global
+        # valid frames makes DDP's gradient average equal the single-process gradient.
+        valid = batch.x_mask.sum().float()
+        if env.world_size > 1:
+            total_valid = valid.detach().clone()
+            dist.all_reduce(total_valid)
+            share = valid / total_valid
+            loss = local_loss * share * env.world_size
+        else:
+            share = torch.ones(())
+            loss = local_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        ema.update(model, ema_decay(config, step))
+
+        global_loss = (local_loss.detach() * share).reshape(1)
+        if env.world_size > 1:
+            dist.all_reduce(global_loss)
+        recent_losses = (recent_losses + [float(global_loss)])[-config.log_every:]
+        done = step + 1
+        bar.update(1)
+        if env.is_main and (done % config.log_every == 0 or done == config.steps):
+            bar.set_postfix(loss=f"{sum(recent_losses) / len(recent_losses):.4f}")
+            elapsed = time.perf_counter() - started
+            sink.log_metrics({"loss": sum(recent_losses) / len(recent_losses), "lr": lr, "grad_norm": float(grad_norm),
+                              "samples_per_s": (done - start_step) * config.batch_size / elapsed}, done)
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            path = save(done)
+    bar.close()
+    if env.world_size > 1:
+        dist.barrier()
+    wall = time.perf_counter() - started
+    steps_run = config.steps - start_step
+    return TrainResult(checkpoint=path, step=config.steps,
+                       final_loss=sum(recent_losses) / len(recent_losses) if recent_losses else float("nan"),
+                       wall_s=wall, samples_per_s=steps_run * config.batch_size / wall if wall > 0 else 0.0)
