@@ -34,8 +34,7 @@ from vimogen_core.bench.prompts import (
     select_dimensions,
 )
 from vimogen_core.errors import MotionDataError
-
-FEATURE_DIM = 276
+from vimogen_core.motion.representation import FEATURE_DIM, check_features
 
 # Published MBench numbers (paper, as reprinted; DESIGN.md section 8).
 PUBLISHED_COLUMNS = (
@@ -83,8 +82,6 @@ def load_motion_file(path: str | os.PathLike) -> LoadedMotion:
     except (ValueError, OSError, EOFError) as err:
         raise MotionDataError(path, f"not a readable .npy array ({err})") from None
     if array.ndim == 2 and array.shape[1] == FEATURE_DIM:
-        from vimogen_core.motion.representation import check_features
-
         features = check_features(array, path).astype(np.float32)
         joints = features[:, 126:192].reshape(len(features), 22, 3)
         return LoadedMotion(metrics.validate_joints(joints, path), features)
@@ -415,39 +412,31 @@ def score_directory(motions_dir: str | os.PathLike, dimensions: Sequence[str] | 
 def generate_motions(checkpoint: str | os.PathLike, prompts: Sequence[BenchPrompt], motions_dir: str | os.PathLike | None,
                      *, steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
                      batch_size: int = 32) -> dict[str, LoadedMotion]:
-    """Generate one motion per prompt with a trained checkpoint; optionally save `{id}.npy` joints
-    (and `features/{id}.npy`). Prompts are batched by frame count."""
-    from tqdm import tqdm
-
+    """Generate one motion per prompt with a trained checkpoint (text mode); optionally save
+    `{id}.npy` joints and `features/{id}.npy`. Prompts go in order of length so that each batch
+    pads little; the generator seeds every motion by its position, so runs are reproducible."""
     from vimogen_core.train.generate import load_generator
 
     generator = load_generator(checkpoint)
     options = {k: v for k, v in {"steps": steps, "cfg_scale": cfg_scale}.items() if v is not None}
-    by_length: dict[int, list[BenchPrompt]] = {}
-    for prompt in prompts:
-        by_length.setdefault(prompt.n_frames, []).append(prompt)
+    ordered = sorted(prompts, key=lambda p: (p.n_frames, p.global_id))
+    features = generator.generate([p.text for p in ordered], n_frames=[p.n_frames for p in ordered], seed=seed,
+                                  batch_size=batch_size, progress=True, **options)
     out: dict[str, LoadedMotion] = {}
-    progress = tqdm(total=len(prompts), desc="generating", unit="motion")
-    for n_frames, group in sorted(by_length.items()):
-        for start in range(0, len(group), batch_size):
-            batch = group[start : start + batch_size]
-            features = generator.generate([p.text for p in batch], n_frames=n_frames, seed=seed + start, **options)
-            for prompt, feats in zip(batch, features, strict=True):
-                feats = np.asarray(feats, dtype=np.float32)
-                try:
-                    joints = metrics.validate_joints(feats[:, 126:192].reshape(len(feats), 22, 3), f"generated:{prompt.key}")
-                    out[prompt.key] = LoadedMotion(joints, feats)
-                except MotionDataError as err:
-                    out[prompt.key] = LoadedMotion(None, feats, str(err))
-            progress.update(len(batch))
-    progress.close()
+    for prompt, feats in zip(ordered, features, strict=True):
+        feats = np.asarray(feats, dtype=np.float32)
+        try:
+            check_features(feats, f"generated:{prompt.key}")
+            joints = metrics.validate_joints(feats[:, 126:192].reshape(len(feats), 22, 3), f"generated:{prompt.key}")
+            out[prompt.key] = LoadedMotion(joints, feats)
+        except MotionDataError as err:
+            out[prompt.key] = LoadedMotion(None, None, str(err))
     if motions_dir is not None:
         motions_dir = Path(motions_dir)
         (motions_dir / "features").mkdir(parents=True, exist_ok=True)
         for key, motion in out.items():
-            if motion.features is not None:
-                np.save(motions_dir / "features" / f"{key}.npy", motion.features)
             if motion.joints is not None:
+                np.save(motions_dir / "features" / f"{key}.npy", motion.features)
                 np.save(motions_dir / f"{key}.npy", motion.joints.astype(np.float32))
     return out
 
