@@ -9,6 +9,7 @@ over N processes sees exactly the samples a single process would.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -50,25 +51,30 @@ def random_window(n_frames: int, rng: np.random.Generator, min_frames: int, max_
     return start, start + length
 
 
+@lru_cache(maxsize=4)
+def _builtin_clip_features(min_frames: int, with_mirrors: bool) -> tuple[list[str], list[np.ndarray], list[list[str]], str]:
+    """Names, raw (T, 276) float32 features and captions of the built-in clips (and mirror images)."""
+    from vimogen_core.motion.motion import mirror
+    from vimogen_core.sources.deepmimic import load_builtin_clips
+
+    clips = load_builtin_clips(min_frames=min_frames)
+    names, features, captions = [], [], []
+    for clip in clips:
+        motions = [clip.motion, mirror(clip.motion)] if with_mirrors else [clip.motion]
+        for motion, suffix in zip(motions, ("", "_mirror")):
+            names.append(clip.name + suffix)
+            features.append(motion.features().numpy().astype(np.float32))
+            captions.append(list(clip.captions))
+    return names, features, captions, clips[0].source
+
+
 class BuiltinClipDataset:
     """The 15 built-in DeepMimic clips and their mirror images, lengthened to
     `config.builtin_min_frames`; each draw is a random 40-200 frame window."""
 
     def __init__(self, config: TrainConfig, normalizer: Normalizer | None = None):
-        from vimogen_core.motion.motion import mirror
-        from vimogen_core.sources.deepmimic import load_builtin_clips
-
-        clips = load_builtin_clips(min_frames=config.builtin_min_frames)
-        self.names: list[str] = []
-        self.features: list[np.ndarray] = []  # raw (T, 276) float32
-        self.captions: list[list[str]] = []
-        for clip in clips:
-            motions = [clip.motion, mirror(clip.motion)] if config.mirror else [clip.motion]
-            for motion, suffix in zip(motions, ("", "_mirror")):
-                self.names.append(clip.name + suffix)
-                self.features.append(motion.features().numpy().astype(np.float32))
-                self.captions.append(list(clip.captions))
-        self.source = clips[0].source
+        self.names, self.features, self.captions, self.source = _builtin_clip_features(config.builtin_min_frames,
+                                                                                       config.mirror)
         self.normalizer = normalizer or Normalizer.fit(self.features)
         self.config = config
 

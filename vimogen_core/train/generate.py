@@ -119,10 +119,14 @@ class Generator:
         noise = torch.cat([torch.randn(1, t_max, FEATURE_DIM, generator=torch.Generator().manual_seed(seed + i))
                            for i in range(b)]).to(device)  # (B, T, 276)
         sample = euler_sample(velocity, noise, steps, x_mask)  # (B, T, 276) normalised
-        if smooth:
-            sample = smooth_features(sample)
-        feats = self.normalizer.denormalize(sample.float().cpu()).numpy()
-        return [feats[row, : lengths[row]].astype(np.float32) for row in range(b)]
+        sample = sample.float().cpu()
+        out = []
+        for row, n in enumerate(lengths):
+            motion = sample[row : row + 1, :n]  # (1, n, 276): smoothing must not reach into padding
+            if smooth:
+                motion = smooth_features(motion)
+            out.append(self.normalizer.denormalize(motion[0]).numpy().astype(np.float32))
+        return out
 
 
 def load_generator(checkpoint: str | os.PathLike, device: str = "cpu", expected_preset: str | None = None,

@@ -209,7 +209,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
     batches = rank_batches(dataset, config, start_step, env.rank, env.world_size)
     recent_losses: list[float] = []
     started = time.perf_counter()
-    path = checkpoint_dir / ckpt.checkpoint_name(start_step)
+    path, saved_step = None, None
     bar = tqdm(total=config.steps, initial=start_step, disable=not (progress and env.is_main), desc="train",
                dynamic_ncols=True)
     for step in range(start_step, config.steps):
@@ -253,12 +253,15 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
             sink.log_metrics({"loss": sum(recent_losses) / len(recent_losses), "lr": lr, "grad_norm": float(grad_norm),
                               "samples_per_s": (done - start_step) * config.batch_size / elapsed}, done)
         if done % config.checkpoint_every == 0 or done == config.steps:
-            path = save(done)
+            path, saved_step = save(done), done
     bar.close()
+    final_step = max(config.steps, start_step)
+    if saved_step != final_step:  # nothing left to run (or a zero-step run): still hand back a checkpoint
+        path = resume_path if payload is not None and final_step == start_step else save(final_step)
     if env.world_size > 1:
         dist.barrier()
     wall = time.perf_counter() - started
-    steps_run = config.steps - start_step
-    return TrainResult(checkpoint=path, step=config.steps,
+    steps_run = final_step - start_step
+    return TrainResult(checkpoint=path, step=final_step,
                        final_loss=sum(recent_losses) / len(recent_losses) if recent_losses else float("nan"),
                        wall_s=wall, samples_per_s=steps_run * config.batch_size / wall if wall > 0 else 0.0)
