@@ -1,0 +1,54 @@
+"""DiT hyperparameters as frozen dataclasses with named presets."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    dim: int
+    ffn_dim: int
+    num_heads: int
+    num_layers: int
+    text_dim: int
+    in_dim: int = 276
+    out_dim: int = 276
+    ref_dim: int = 138
+    freq_dim: int = 256
+    eps: float = 1e-6
+    max_frames: int = 5000
+    # The released model attends zero-padded text tokens; own presets may mask them instead.
+    mask_text_padding: bool = False
+
+    def __post_init__(self):
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.freq_dim % 2:
+            raise ValueError("freq_dim must be even")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def num_ref_layers(self) -> int:
+        return self.num_layers // 2
+
+
+PRESETS: dict[str, DiTConfig] = {
+    # The released ViMoGen network (umT5-XXL text features), 2,258,214,420 parameters.
+    "released": DiTConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30, text_dim=4096),
+    # CPU-trainable sizes on MiniLM (384-d) text features.
+    "tiny": DiTConfig(dim=128, ffn_dim=512, num_heads=4, num_layers=4, text_dim=384, mask_text_padding=True),
+    "small": DiTConfig(dim=256, ffn_dim=1024, num_heads=8, num_layers=8, text_dim=384, mask_text_padding=True),
+}
+
+
+def get_preset(name: str, **overrides) -> DiTConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    known = {f.name for f in fields(DiTConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown model config field(s) {unknown}; fields: {sorted(known)}")
+    return replace(PRESETS[name], **overrides)
