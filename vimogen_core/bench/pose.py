@@ -214,9 +214,14 @@ class BodyMesh:
         translation = np.stack(posed, axis=-2) - np.einsum("...jab,jb->...ja", rot, self.rest_joints)  # (T, J, 3)
         # Linear blend skinning: per-vertex blended affine transform.
         t = len(rot)
-        blended_rot = (self.weights @ rot.reshape(t, n_joints, 9)).reshape(t, -1, 3, 3)  # (T, V, 3, 3)
-        blended_trans = self.weights @ translation  # (T, V, 3)
-        return (blended_rot @ self.v_template[:, :, None])[..., 0] + blended_trans
+        # One GEMM over all frames: (V, J) @ (J, T * 12) blends rotations and translations at once.
+        affine = np.concatenate([rot.reshape(t, n_joints, 9), translation], axis=-1)  # (T, J, 12)
+        blended = (self.weights @ affine.transpose(1, 0, 2).reshape(n_joints, t * 12)).reshape(-1, t, 12)
+        blended = blended.transpose(1, 0, 2)  # (T, V, 12)
+        vertices = blended[..., 9:].copy()  # (T, V, 3), then + blended rotation x rest vertex:
+        for b in range(3):  # three broadcast multiply-adds beat a batched 3x3 matmul per vertex
+            vertices += blended[..., b:9:3] * self.v_template[None, :, None, b]
+        return vertices
 
     def part_boxes(self, vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """vertices (T, V, 3) -> per-part bounding boxes lo, hi (T, P, 3) (empty parts: inverted)."""
