@@ -109,23 +109,18 @@ class TextProjection(nn.Module):
 
 
 def minilm_sentence_embeddings(texts: Sequence[str]) -> torch.Tensor:
-    """(N, 384) mean-pooled MiniLM token states through the project's text encoder and cache."""
-    from vimogen_core.text.encoders import MiniLMEncoder
+    """(N, 384) mean-pooled MiniLM token states, through the project's text encoder and its
+    in-memory cache (benchmark candidates repeat across prompts)."""
+    if "cache" not in _MINILM:
+        from vimogen_core.text.encoders import EmbeddingCache, MiniLMEncoder
 
-    encoder = _shared_minilm(MiniLMEncoder)
-    tokens, mask = encoder.encode(list(texts))  # (B, L, 384), (B, L)
-    tokens = torch.as_tensor(tokens, dtype=torch.float32)
+        _MINILM["cache"] = EmbeddingCache(MiniLMEncoder())
+    tokens, mask = _MINILM["cache"].encode(list(texts))  # (B, L, 384), (B, L)
     weights = torch.as_tensor(mask, dtype=torch.float32)[..., None]
-    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    return (torch.as_tensor(tokens, dtype=torch.float32) * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
-_MINILM = {}
-
-
-def _shared_minilm(factory):
-    if "encoder" not in _MINILM:
-        _MINILM["encoder"] = factory()
-    return _MINILM["encoder"]
+_MINILM: dict = {}  # one encoder per process, loaded on first use
 
 
 class TextMotionEvaluator:
