@@ -41,7 +41,7 @@ class EvaluatorConfig:
 
     @classmethod
     def preset(cls, name: str) -> EvaluatorConfig:
-        presets = {"default": cls(), "quick": cls(steps=150, max_window=80), "curated": cls(width=256, embed_dim=256, steps=3000)}
+        presets = {"default": cls(), "quick": cls(width=64, embed_dim=64, steps=120, max_window=80), "curated": cls(width=256, embed_dim=256, steps=3000)}
         if name not in presets:
             raise ValueError(f"unknown evaluator preset {name!r}; choose from {sorted(presets)}")
         return presets[name]
