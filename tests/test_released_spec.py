@@ -48,19 +48,60 @@ def test_released_preset_parameter_count_and_state_dict_names():
     assert {k: tuple(v.shape) for k, v in state.items()} == expected
 
 
+SMALL_RELEASED = dict(dim=64, ffn_dim=96, num_heads=4, num_layers=3, text_dim=32)
+
+
 def test_released_naming_loads_with_no_missing_or_unexpected_keys(tmp_path):
-    cfg = get_preset("released", dim=64, ffn_dim=96, num_heads=4, num_layers=3, text_dim=32)
+    cfg = get_preset("released", **SMALL_RELEASED)
     source = ViMoGenDiT(cfg)
-    path = tmp_path / "released.pt"
-    torch.save({k: v.to(torch.bfloat16) for k, v in source.state_dict().items()}, path)
+    # The released checkpoint most likely holds bf16 tensors, position tables included.
+    saved = {k: v.to(torch.bfloat16) for k, v in source.state_dict().items()}
+    saved["motion_pos_embedding.pe"] += 0.01  # a table that differs from the recomputed one must win
+    torch.save(saved, tmp_path / "released.pt")
     target = ViMoGenDiT(cfg)
-    report = load_released_state_dict(target, path)
-    assert report.ok, report
-    assert torch.equal(target.blocks[2].ffn[2].weight, source.blocks[2].ffn[2].weight.to(torch.bfloat16).float())
-    broken = {k: v for k, v in source.state_dict().items() if k != "blocks.1.norm4.bias"}
+    report = load_released_state_dict(target, tmp_path / "released.pt")
+    assert report.ok and (report.missing, report.unexpected, report.mismatched) == ([], [], []), str(report)
+    assert torch.equal(target.blocks[2].ffn[2].weight, saved["blocks.2.ffn.2.weight"].float())
+    assert torch.equal(target.motion_pos_embedding.pe, saved["motion_pos_embedding.pe"].float())
+
+    # safetensors, without the position tables: they are recomputed, not reported missing.
+    from safetensors.torch import save_file
+
+    no_tables = {k: v.contiguous() for k, v in saved.items() if not k.endswith(".pe")}
+    save_file(no_tables, str(tmp_path / "released.safetensors"))
+    fresh = ViMoGenDiT(cfg)
+    assert load_released_state_dict(fresh, tmp_path / "released.safetensors").ok
+    assert torch.equal(fresh.motion_pos_embedding.pe, source.motion_pos_embedding.pe)
+    assert torch.equal(fresh.motion_head.head.weight, saved["motion_head.head.weight"].float())
+
+    # A DDP-style wrapped file loads by name too.
+    torch.save({"state_dict": {f"module.{k}": v for k, v in saved.items()}}, tmp_path / "wrapped.pt")
+    assert load_released_state_dict(ViMoGenDiT(cfg), tmp_path / "wrapped.pt").ok
+
+
+def test_loader_reports_what_does_not_fit(tmp_path):
+    cfg = get_preset("released", **SMALL_RELEASED)
+    state = ViMoGenDiT(cfg).state_dict()
+    broken = {k: v for k, v in state.items() if k != "blocks.1.norm4.bias"}
     broken["blocks.9.extra"] = torch.zeros(1)
     report = load_released_state_dict(ViMoGenDiT(cfg), broken)
     assert report.missing == ["blocks.1.norm4.bias"] and report.unexpected == ["blocks.9.extra"]
+    assert not report.ok and "1 missing (e.g. blocks.1.norm4.bias)" in str(report)
+
+    other = ViMoGenDiT(get_preset("released", **{**SMALL_RELEASED, "dim": 32})).state_dict()  # another width
+    torch.save(other, tmp_path / "other.pt")
+    report = load_released_state_dict(ViMoGenDiT(cfg), tmp_path / "other.pt")
+    assert "motion_embedding.weight: (32, 276) vs (64, 276)" in report.mismatched
+    target = ViMoGenDiT(cfg)
+    before = target.blocks[0].ffn[0].weight.clone()
+    with pytest.raises(ValueError, match=r"other\.pt: weights do not fit the model: .*shape-mismatched"):
+        load_released_state_dict(target, tmp_path / "other.pt", strict=True)
+    assert torch.equal(target.blocks[0].ffn[0].weight, before)  # strict: nothing was loaded
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        load_released_state_dict(target, tmp_path / "nowhere.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="garbage.pt: not a readable weights file"):
+        load_released_state_dict(target, tmp_path / "garbage.pt")
 
 
 def spec_forward(sd, cfg: DiTConfig, x, timestep, context, x_mask, ref, ref_mask, attend):
@@ -134,7 +175,7 @@ def small_released():
 
 
 @pytest.mark.parametrize("batch", [1, 2])
-@pytest.mark.parametrize("mode", ["text", "reference", "derived"])
+@pytest.mark.parametrize("mode", ["text", "reference", "mixed", "derived"])
 def test_forward_matches_the_specification(small_released, batch, mode):
     cfg, model = small_released
     g = torch.Generator().manual_seed(batch * 7 + len(mode))
@@ -148,6 +189,8 @@ def test_forward_matches_the_specification(small_released, batch, mode):
     ref_mask = torch.ones(batch, t)
     ref_mask[0, 6:] = 0  # reference shorter than the motion
     attend = torch.full((batch,), mode == "text")
+    if mode == "mixed":  # one sample per branch (with batch 1: the reference branch)
+        attend[0] = batch > 1
     if mode == "derived":  # routing from "reference entirely zero"
         ref[0] = 0.0
         attend = None
@@ -170,13 +213,27 @@ def test_length_one_timestep_broadcasts(small_released):
 
 
 def test_position_table_and_timestep_sinusoid_follow_the_recipes():
-    model = ViMoGenDiT(get_preset("released", dim=64, ffn_dim=96, num_heads=4, num_layers=2, text_dim=32))
-    pe = model.motion_pos_embedding.pe  # (5000, 1, 64)
-    p, i = 123, 5
-    w = torch.exp(torch.tensor(2 * i, dtype=torch.float32) * torch.tensor(-math.log(10000.0) / 64, dtype=torch.float32))
-    assert pe[p, 0, 2 * i] == torch.sin(torch.tensor(float(p)) * w)
-    assert pe[p, 0, 2 * i + 1] == torch.cos(torch.tensor(float(p)) * w)
-    assert torch.equal(pe, model.ref_motion_pos_embedding.pe)
-    s = timestep_sinusoid(torch.tensor([777.25]), 256)[0]
+    d = 64
+    model = ViMoGenDiT(get_preset("released", dim=d, ffn_dim=96, num_heads=4, num_layers=2, text_dim=32))
+    pe = model.motion_pos_embedding.pe  # (5000, 1, d)
+    assert pe.shape == (5000, 1, d) and pe.dtype == torch.float32
+    # Section 4.2 in fp32: w_i = exp(2i * (-ln 10000 / d)); even channels sin(p w_i), odd cos(p w_i).
+    factor = torch.tensor(-math.log(10000.0) / d, dtype=torch.float32)
+    w = torch.exp((2 * torch.arange(d // 2)).float() * factor)  # (d/2,)
+    angle = torch.arange(5000).float()[:, None] * w[None]  # (5000, d/2)
+    table = torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1).reshape(5000, 1, d)  # interleaved
+    assert torch.equal(pe, table)
+    assert torch.equal(model.ref_motion_pos_embedding.pe, table)
+    angle64 = torch.arange(5000, dtype=torch.float64)[:, None] * torch.exp(
+        (2 * torch.arange(d // 2)).double() * (-math.log(10000.0) / d))[None]
+    table64 = torch.stack([torch.sin(angle64), torch.cos(angle64)], -1).reshape(5000, 1, d)
+    assert (table64 - pe).abs().max() > 1e-5  # float64 differs: only the fp32 recipe gives the released table
+
+    stamps = torch.tensor([0.0, 1.5, 777.25, 999.9])
+    s = timestep_sinusoid(stamps, 256)  # (4, 256)
     omega = 10000.0 ** (-torch.arange(128, dtype=torch.float64) / 128)
-    assert torch.equal(s, torch.cat([torch.cos(777.25 * omega), torch.sin(777.25 * omega)]).float())
+    angle64 = stamps.double()[:, None] * omega
+    assert s.dtype == torch.float32
+    assert torch.equal(s, torch.cat([torch.cos(angle64), torch.sin(angle64)], -1).float())  # cos block, then sin
+    angle32 = stamps[:, None] * omega.float()
+    assert not torch.equal(s, torch.cat([torch.cos(angle32), torch.sin(angle32)], -1))  # fp32 would differ
