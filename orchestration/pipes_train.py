@@ -1,0 +1,67 @@
+"""`python -m orchestration.pipes_train <vimogen train arguments>`: the training run as Dagster
+launches it through Pipes. Same library function as `vimogen train`; metrics stream back to Dagster
+as log lines and to `metrics.jsonl` in the run folder (read afterwards into MLflow)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+class PipesMetricSink:
+    """A MetricSink that reports through a Dagster Pipes context and keeps a JSON-lines history."""
+
+    def __init__(self, pipes, history_path: Path, every: int = 10):
+        self.pipes = pipes
+        self.history = open(history_path, "a", encoding="utf-8")
+        self.every = every
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.history.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.history.flush()
+        if step % self.every == 0:
+            self.pipes.log.info(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+    def log_text(self, message: str) -> None:
+        self.pipes.log.info(message)
+
+    def log_artifact(self, path) -> None:
+        self.pipes.log.info(f"artifact: {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dagster_pipes import open_dagster_pipes
+
+    from vimogen_core.cli import build_parser
+    from vimogen_core.train.config import apply_overrides, get_train_preset
+    from vimogen_core.train.loop import train
+
+    args = build_parser().parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    config = get_train_preset(args.preset)
+    overrides = list(args.assignments) + [f"{k}={getattr(args, k)}" for k in ("steps", "device", "data")
+                                          if getattr(args, k) is not None]
+    config = apply_overrides(config, overrides)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 talks to Dagster
+        train(config, out, resume=args.resume, progress=False)
+        return 0
+    with open_dagster_pipes() as pipes:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+        sink = PipesMetricSink(pipes, out / "metrics.jsonl", every=max(1, config.log_every))
+        pipes.log.info(f"training preset {args.preset} for {config.steps} steps on {config.data}")
+        result = train(config, out, sink=sink, resume=args.resume, progress=False)
+        (out / "train_config.json").write_text(config.to_json())
+        pipes.report_asset_materialization(metadata={
+            "checkpoint": {"raw_value": str(result.checkpoint), "type": "path"},
+            "steps": result.step,
+            "final_loss": float(result.final_loss),
+            "wall_s": round(result.wall_s, 2),
+            "samples_per_s": round(result.samples_per_s, 2),
+        })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

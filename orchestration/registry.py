@@ -1,0 +1,166 @@
+"""MLflow side of the graph: log a training run (params, loss curve, dataset input, artifacts),
+scores, the pyfunc registration with alias `candidate`, and the champion promotion rule."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from orchestration import pictures
+from orchestration.resources import ProjectPaths
+
+# Promotion compares these MBench dimensions; True = higher is better.
+PROMOTION_DIMENSIONS = {
+    "Jitter_Degree": False,
+    "Foot_Sliding": False,
+    "Ground_Penetration": False,
+    "Motion_Condition_Consistency": True,
+    "Motion_Generalizability": True,
+}
+# Scores within this relative margin count as "not worse" (sampling noise of a small prompt set).
+TOLERANCE = 0.02
+
+
+def _run_record(paths: ProjectPaths) -> Path:
+    return paths.path("runs", "latest.json")
+
+
+def latest_training(paths: ProjectPaths) -> dict:
+    record = _run_record(paths)
+    if not record.exists():
+        raise FileNotFoundError(f"{record}: no trained model yet; materialise trained_model first")
+    return json.loads(record.read_text())
+
+
+def _flatten(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def dvc_directory_hash(directory: Path) -> str:
+    """The md5 `.dir` hash DVC gives this folder (the same tree hashing `dvc add` uses), so the asset's
+    data version matches the DVC-tracked version of the same shard set."""
+    import tempfile
+
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db.local import LocalHashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    fs = LocalFileSystem()
+    with tempfile.TemporaryDirectory() as scratch:
+        _, _, tree = build(LocalHashFileDB(fs, scratch), str(directory), fs, "md5")
+    return tree.hash_info.value
+
+
+def log_training_run(mlflow, run_dir: Path, checkpoint: Path, paths: ProjectPaths, sample_prompt: str,
+                     sample_steps: int = 20) -> dict:
+    import pandas as pd
+    from mlflow.entities import Metric
+
+    from vimogen_core.curation.shards import read_manifest
+    from vimogen_core.motion.render import render_frames_png, render_motion
+    from vimogen_core.motion.representation import features_to_joints
+    from vimogen_core.train.generate import load_generator
+    import torch
+
+    config = json.loads((run_dir / "train_config.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    manifest = read_manifest(paths.manifest).to_pandas()
+    digest = hashlib.sha256(paths.manifest.read_bytes()).hexdigest()
+    dvc_hash = dvc_directory_hash(paths.shards)
+    with mlflow.start_run(run_name=f"train-{run_dir.name}") as run:
+        client = mlflow.tracking.MlflowClient()
+        params = {k: str(v)[:500] for k, v in _flatten("", config, {}).items()}
+        mlflow.log_params(params)
+        metrics = [Metric(key, float(value), 0, int(row["step"])) for row in history for key, value in row.items()
+                   if key != "step" and isinstance(value, (int, float))]
+        for start in range(0, len(metrics), 900):
+            client.log_batch(run.info.run_id, metrics=metrics[start:start + 900])
+        summary = manifest[["id", "source", "subset", "split", "n_frames"]]
+        dataset = mlflow.data.from_pandas(summary, source=str(paths.manifest), name="curated-shards",
+                                          digest=digest[:32])
+        mlflow.log_input(dataset, context="training", tags={"manifest_sha256": digest, "dvc_md5": dvc_hash})
+        mlflow.set_tags({"dataset.manifest_sha256": digest, "dataset.dvc_md5": dvc_hash,
+                         "dataset.samples": str(len(manifest))})
+        loss_png = pictures.loss_curve_png(run_dir / "metrics.jsonl", run_dir / "loss.png")
+        generator = load_generator(checkpoint)
+        feats = generator.generate([sample_prompt], 80, steps=sample_steps)[0]
+        joints = features_to_joints(torch.as_tensor(feats)).numpy()
+        sample_gif = run_dir / "sample.gif"
+        render_motion(joints, sample_gif, title=sample_prompt)
+        sample_png = render_frames_png(joints, run_dir / "sample.png", n=5, title=sample_prompt)
+        for artifact in (run_dir / "train_config.json", checkpoint, loss_png, sample_gif, sample_png):
+            if artifact is not None and Path(artifact).exists():
+                mlflow.log_artifact(str(artifact))
+        record = {"run_id": run.info.run_id, "checkpoint": str(checkpoint), "run_dir": str(run_dir),
+                  "manifest_sha256": digest, "dvc_md5": dvc_hash}
+    _run_record(paths).write_text(json.dumps(record, indent=2))
+    return {**record, "loss_png": loss_png, "sample_png": Path(sample_png)}
+
+
+def log_scores(mlflow, run_id: str, scores: dict, prefix: str, report_dir: Path | None) -> None:
+    client = mlflow.tracking.MlflowClient()
+    for key, value in scores.items():
+        name = key if key.startswith(prefix) else f"{prefix}/{key}"
+        client.log_metric(run_id, name.replace(" ", "_"), float(value))
+    if report_dir is not None:
+        for path in Path(report_dir).glob("*.md"):
+            client.log_artifact(run_id, str(path), artifact_path=prefix)
+        for path in Path(report_dir).glob("*.json"):
+            client.log_artifact(run_id, str(path), artifact_path=prefix)
+
+
+def register_candidate(mlflow, model_name: str, run: dict, paths: ProjectPaths):
+    from orchestration.pyfunc_model import VimogenPyfunc, model_signature
+
+    settings = paths.path("runs", "serving.json")
+    settings.write_text(json.dumps({"steps": 20, "cfg_scale": 5.0}))
+    client = mlflow.tracking.MlflowClient()
+    with mlflow.start_run(run_id=run["run_id"]):
+        info = mlflow.pyfunc.log_model(name="model", python_model=VimogenPyfunc(),
+                                       artifacts={"checkpoint": run["checkpoint"], "settings": str(settings)},
+                                       signature=model_signature(), registered_model_name=model_name)
+    version = client.get_model_version(model_name, str(info.registered_model_version))
+    metrics = client.get_run(run["run_id"]).data.metrics
+    for dim in PROMOTION_DIMENSIONS:
+        if f"mbench/{dim}" in metrics:
+            client.set_model_version_tag(model_name, version.version, f"mbench.{dim}", str(metrics[f"mbench/{dim}"]))
+    client.set_registered_model_alias(model_name, "candidate", version.version)
+    return version
+
+
+def promote_if_not_worse(mlflow, model_name: str) -> dict:
+    client = mlflow.tracking.MlflowClient()
+    candidate = client.get_model_version_by_alias(model_name, "candidate")
+    try:
+        champion = client.get_model_version_by_alias(model_name, "champion")
+    except Exception:  # no champion yet: MLflow raises when the alias is unset
+        champion = None
+    rows, worse = [], []
+    for dim, higher_better in PROMOTION_DIMENSIONS.items():
+        new = candidate.tags.get(f"mbench.{dim}")
+        old = None if champion is None else champion.tags.get(f"mbench.{dim}")
+        if new is None or old is None:
+            rows.append(f"| {dim} | {old} | {new} | - |")
+            continue
+        new_v, old_v = float(new), float(old)
+        margin = TOLERANCE * max(abs(old_v), 1e-6)
+        ok = new_v >= old_v - margin if higher_better else new_v <= old_v + margin
+        rows.append(f"| {dim} | {old_v:.4g} | {new_v:.4g} | {'ok' if ok else 'worse'} |")
+        if not ok:
+            worse.append(dim)
+    same = champion is not None and champion.version == candidate.version
+    promoted = not worse and not same
+    if promoted:
+        client.set_registered_model_alias(model_name, "champion", candidate.version)
+    reason = ("no champion yet" if champion is None else "already champion" if same
+              else "not worse on " + ", ".join(PROMOTION_DIMENSIONS) if promoted else "worse on " + ", ".join(worse))
+    decision = f"{'promoted' if promoted else 'kept'} version {candidate.version}: {reason}"
+    client.set_model_version_tag(model_name, candidate.version, "promotion_decision", decision)
+    table = "| dimension | champion | candidate | verdict |\n|---|---|---|---|\n" + "\n".join(rows) + f"\n\n{decision}"
+    current = candidate.version if promoted else (champion.version if champion else None)
+    return {"promoted": promoted, "champion": int(current) if current else -1, "table": table, "summary": decision}
