@@ -1,6 +1,9 @@
 """Flow matching: path, shifted grid, loss weighting and masking, Euler sampler, guidance, smoothing."""
+import pytest
 import torch
 
+from vimogen_core.model.config import get_preset
+from vimogen_core.model.dit import ViMoGenDiT
 from vimogen_core.model.flow import ClassifierFreeGuidance, FlowMatching, euler_sample, inference_times, smooth_features
 
 
@@ -15,7 +18,22 @@ def test_path_target_and_grid():
     # shift 5 puts half of the grid above s = 5/6
     assert abs(float((flow.grid > 5 / 6).float().mean()) - 0.5) < 0.01
     assert abs(float(flow.grid_weight.mean()) - 1.0) < 1e-5
-    assert flow.grid_weight[500] > flow.grid_weight[0] and flow.grid_weight[500] > flow.grid_weight[-1]
+
+
+@pytest.mark.parametrize("weighting, peak", [("time", 0.5), ("schedule", 5 / 6)])
+def test_loss_weight_is_a_bell_over_time(weighting, peak):
+    flow = FlowMatching(weighting=weighting)
+    w = flow.grid_weight
+    assert abs(float(w.mean()) - 1.0) < 1e-5 and float(w.min()) >= 0.0
+    assert abs(float(flow.grid[w.argmax()]) - peak) < 0.01
+    assert float(w[-1]) < 0.01 * float(w.max())  # pure noise (s = 1) carries no weight
+    s = torch.tensor([0.2, 0.45, peak, 0.95])
+    weights = flow.time_weight(s)
+    assert weights.shape == (4,) and float(weights[2]) == pytest.approx(float(w.max()), rel=1e-3)
+    inside = (s - peak).abs()
+    assert bool((weights[inside.argsort()][:-1] >= weights[inside.argsort()][1:]).all())  # falls off both ways
+    with pytest.raises(ValueError, match="unknown loss weighting"):
+        FlowMatching(weighting="flat")
 
 
 def test_loss_weights_root_dims_three_times_and_ignores_padding():
@@ -45,6 +63,13 @@ def test_euler_sampler_recovers_the_data_for_the_exact_velocity():
     assert torch.allclose(out, target, atol=1e-4)
     times = inference_times(10)
     assert float(times[0]) == 1.0 and float(times[-1]) == 0.0 and bool((times[1:] < times[:-1]).all())
+    # A shape instead of noise: drawn from the generator, reproducibly.
+    a = euler_sample(velocity, (2, 10, 276), steps=4, generator=torch.Generator().manual_seed(3))
+    b = euler_sample(velocity, (2, 10, 276), steps=4, generator=torch.Generator().manual_seed(3))
+    assert a.shape == (2, 10, 276) and torch.equal(a, b)
+    mask = torch.ones(2, 10)
+    mask[1, 6:] = 0
+    assert bool((euler_sample(velocity, noise, steps=2, x_mask=mask)[1, 6:] == 0).all())
 
 
 def test_guidance_only_in_text_mode():
@@ -52,6 +77,40 @@ def test_guidance_only_in_text_mode():
     vc, vu = torch.ones(2, 3, 4), torch.zeros(2, 3, 4)
     out = cfg.combine(vc, vu, torch.tensor([True, False]))
     assert torch.allclose(out[0], torch.full((3, 4), 5.0)) and torch.allclose(out[1], vc[1])
+
+
+def test_guidance_wrapper_around_the_model():
+    torch.manual_seed(0)
+    model = ViMoGenDiT(get_preset("tiny")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.1)
+    calls = []
+
+    def counted(*args):
+        calls.append(args[0].shape[0])
+        return model(*args)
+
+    g = torch.Generator().manual_seed(1)
+    b, t = 3, 12
+    x, context = torch.randn(b, t, 276, generator=g), torch.randn(b, 5, 384, generator=g)
+    null = torch.randn(5, 384, generator=g)
+    ref, mask = torch.randn(b, t, 138, generator=g), torch.ones(b, t)
+    use_text = torch.tensor([True, False, True])
+    ref[use_text] = 0.0
+    s = torch.full((b,), 0.7)
+    velocity = ClassifierFreeGuidance(5.0).wrap(counted, context, null, mask, ref, mask, use_text)
+    with torch.no_grad():
+        got = velocity(x, s)
+        v_c = model(x, s * 1000, context, mask, ref, mask, use_text)
+        v_u = model(x, s * 1000, null.expand(b, -1, -1), mask, ref, mask, use_text)
+    assert calls == [b + 2]  # one forward: the batch plus the two text-mode samples without text
+    want = torch.where(use_text[:, None, None], v_u + 5.0 * (v_c - v_u), v_c)
+    assert (got - want).abs().max() < 1e-4 * want.abs().max()
+    out = euler_sample(velocity, (b, t, 276), steps=3, x_mask=mask, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (b, t, 276) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="null context"):
+        ClassifierFreeGuidance().wrap(model, context, null[:4], mask, ref, mask, use_text)
 
 
 def test_smoothing_keeps_constants_and_damps_jitter():

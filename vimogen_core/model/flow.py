@@ -2,18 +2,19 @@
 the loss, an Euler sampler, classifier-free guidance and output smoothing.
 
 Path: x_s = (1 - s) x0 + s e, s in [0, 1] (s = 1 is pure noise); the network predicts the
-velocity v = e - x0, so integrating dx/ds = v from s = 1 down to 0 recovers data.
+velocity v = e - x0, so integrating dx/ds = v from s = 1 down to 0 recovers data. The network
+reads the time as s x 1000.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from vimogen_core.motion.representation import ROOT_ROT6D, ROOT_VEL
 
-ROOT_WEIGHT_DIMS = slice(ROOT_ROT6D.start, ROOT_VEL.stop)  # 258:276, weighted 3x
+ROOT_WEIGHT_DIMS = slice(ROOT_ROT6D.start, ROOT_VEL.stop)  # 258:276 (root rotation, velocities, position), 3x
 
 
 def shift_time(s: torch.Tensor, shift: float) -> torch.Tensor:
@@ -21,18 +22,40 @@ def shift_time(s: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * s / (1 + (shift - 1) * s)
 
 
+def unshift_time(s: torch.Tensor, shift: float) -> torch.Tensor:
+    """The inverse of shift_time."""
+    return s / (shift - (shift - 1) * s)
+
+
 class FlowMatching:
-    def __init__(self, shift: float = 5.0, grid_size: int = 1000, root_weight: float = 3.0):
+    """Training side of flow matching.
+
+    Times are drawn uniformly from a 1000-point grid s = shift_time(k / 1000), k = 1..1000. The loss
+    weight is a bell over the time, exp(-2 (s - 1/2)^2) minus its smallest value on the grid, scaled
+    to mean 1 over the grid (the Wan/DiffSynth flow-matching weighting the released model was trained
+    with): it vanishes at the ends (s -> 0 nothing to denoise, s = 1 nothing left to see) and peaks
+    at s = 1/2. weighting="schedule" puts the bell over the unshifted grid position instead (peak at
+    shift_time(1/2) = 0.83 for shift 5, more weight on high noise).
+    """
+
+    def __init__(self, shift: float = 5.0, grid_size: int = 1000, root_weight: float = 3.0,
+                 weighting: str = "time"):
+        if weighting not in ("time", "schedule"):
+            raise ValueError(f"unknown loss weighting {weighting!r}: use 'time' or 'schedule'")
         self.shift = shift
         self.grid_size = grid_size
         self.root_weight = root_weight
-        base = torch.arange(1, grid_size + 1, dtype=torch.float64) / grid_size  # (0, 1]
-        self.grid = shift_time(base, shift).float()  # (N,) training times
-        # Bell-shaped weight over the grid index (peak mid-schedule), normalised to mean 1.
-        index = torch.arange(grid_size, dtype=torch.float64)
-        bell = torch.exp(-2 * ((index - grid_size / 2) / grid_size) ** 2)
-        bell = bell - bell.min()
-        self.grid_weight = (bell * grid_size / bell.sum()).float()
+        self.weighting = weighting
+        grid = shift_time(torch.arange(1, grid_size + 1, dtype=torch.float64) / grid_size, shift)  # (N,) in (0, 1]
+        self.grid = grid.float()  # (N,) training times
+        bell = self._bell(grid)
+        self._bell_floor = float(bell.min())
+        self._bell_scale = grid_size / float((bell - self._bell_floor).sum())
+        self.grid_weight = self.time_weight(self.grid)  # (N,), mean 1
+
+    def _bell(self, s: torch.Tensor) -> torch.Tensor:
+        position = s if self.weighting == "time" else unshift_time(s, self.shift)
+        return torch.exp(-2 * (position - 0.5) ** 2)
 
     def sample_time(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B,) times drawn uniformly from the shifted grid."""
@@ -40,9 +63,9 @@ class FlowMatching:
         return self.grid[idx]
 
     def time_weight(self, s: torch.Tensor) -> torch.Tensor:
-        """The loss weight of each time, looked up at its nearest grid point."""
-        idx = torch.bucketize(s.detach().float().cpu(), self.grid).clamp(max=self.grid_size - 1)
-        return self.grid_weight[idx].to(s.device)
+        """(B,) loss weight of each time (float32, on the device of s)."""
+        bell = self._bell(s.detach().double())
+        return ((bell - self._bell_floor).clamp(min=0) * self._bell_scale).float()
 
     @staticmethod
     def interpolate(x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -59,12 +82,13 @@ class FlowMatching:
 
     def loss(self, pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor,
              frame_mask: torch.Tensor | None) -> torch.Tensor:
-        """Weighted squared error averaged over valid frames and all dims. pred/x0/noise (B, T, D)."""
+        """Weighted squared velocity error averaged over the valid frames of the batch and all dims.
+        pred/x0/noise (B, T, D), s (B,), frame_mask (B, T) or None."""
         dim_weight = torch.ones(pred.shape[-1], device=pred.device, dtype=pred.dtype)
         dim_weight[ROOT_WEIGHT_DIMS] = self.root_weight
         err = (pred - self.target(x0, noise)).pow(2) * dim_weight  # (B, T, D)
         mask = torch.ones(pred.shape[:2], device=pred.device) if frame_mask is None else frame_mask.float()
-        per_frame = err.mean(-1) * mask * self.time_weight(s)[:, None]  # (B, T)
+        per_frame = err.mean(-1) * mask * self.time_weight(s).to(pred.device)[:, None]  # (B, T)
         return per_frame.sum() / mask.sum().clamp(min=1.0)
 
 
@@ -77,16 +101,21 @@ VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor, steps: int = 50, x_mask: torch.Tensor | None = None,
-                 shift: float = 5.0) -> torch.Tensor:
-    """Integrate from pure noise (s = 1) to data (s = 0). velocity_fn(x (B, T, D), s (B,)) -> (B, T, D).
-    Padded frames (x_mask 0) are kept at zero so they never leak into statistics."""
+def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor | Sequence[int], steps: int = 50,
+                 x_mask: torch.Tensor | None = None, shift: float = 5.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Integrate from pure noise (s = 1) to data (s = 0) on the shifted schedule.
+
+    velocity_fn(x (B, T, D), s (B,)) -> (B, T, D). `noise` is the starting noise, or a shape to draw
+    it for (with `generator`). Padded frames (x_mask 0) are zeroed in the result."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if not isinstance(noise, torch.Tensor):
+        noise = torch.randn(tuple(noise), generator=generator)
     times = inference_times(steps, shift).to(noise.device)
     x = noise
     for i in range(steps):
-        s = times[i].expand(x.shape[0])
+        s = times[i].expand(x.shape[0])  # (B,)
         x = x + (times[i + 1] - times[i]) * velocity_fn(x, s)
     if x_mask is not None:
         x = x * x_mask[..., None].to(x.dtype)
@@ -94,7 +123,8 @@ def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor, steps: int = 50, 
 
 
 class ClassifierFreeGuidance:
-    """v = v_u + scale (v_c - v_u) for text-mode samples; reference-mode samples use v_c only."""
+    """v = v_u + scale (v_c - v_u) for text-mode samples (v_u: the null context); reference-mode
+    samples use v_c only."""
 
     def __init__(self, scale: float = 5.0):
         self.scale = scale
@@ -102,6 +132,53 @@ class ClassifierFreeGuidance:
     def combine(self, v_cond: torch.Tensor, v_uncond: torch.Tensor, use_text: torch.Tensor) -> torch.Tensor:
         guided = v_uncond + self.scale * (v_cond - v_uncond)
         return torch.where(use_text.bool()[:, None, None], guided, v_cond)
+
+    def wrap(self, model, context: torch.Tensor, null_context: torch.Tensor, x_mask: torch.Tensor | None,
+             ref_motion: torch.Tensor, ref_motion_mask: torch.Tensor, use_text: torch.Tensor,
+             context_mask: torch.Tensor | None = None, null_context_mask: torch.Tensor | None = None) -> VelocityFn:
+        """A guided velocity_fn(x, s) for euler_sample around a ViMoGenDiT. Each step is one forward
+        over the batch plus, for the text-mode samples only, their unconditional copies.
+
+        context (B, L, D); null_context (L, D); masks as ViMoGenDiT.forward; context_mask (B, L) and
+        null_context_mask (L,) matter only for presets that mask text padding."""
+        b = context.shape[0]
+        use_text = use_text.reshape(b).bool()
+        text_rows = use_text.nonzero().squeeze(1)  # (B_text,)
+        n_text = int(text_rows.numel())
+        if null_context.shape != context.shape[1:]:
+            raise ValueError(f"null context must be {tuple(context.shape[1:])} like each context, "
+                             f"got {tuple(null_context.shape)}")
+
+        def with_copies(per_sample: torch.Tensor | None, copies: torch.Tensor | None = None) -> torch.Tensor | None:
+            """(B, ...) -> (B + B_text, ...): the batch, then the text-mode samples again."""
+            if per_sample is None:
+                return None
+            extra = per_sample.index_select(0, text_rows) if copies is None else copies
+            return torch.cat([per_sample, extra])
+
+        guided = n_text > 0 and self.scale != 1.0
+        if guided:
+            all_context = with_copies(context, null_context.expand(n_text, -1, -1))
+            all_context_mask = None
+            if context_mask is not None:
+                null_mask = torch.ones(null_context.shape[0], dtype=torch.bool, device=context.device) \
+                    if null_context_mask is None else null_context_mask.bool()
+                all_context_mask = with_copies(context_mask.bool(), null_mask.expand(n_text, -1))
+            all_x_mask = with_copies(x_mask)
+            all_ref, all_ref_mask = with_copies(ref_motion), with_copies(ref_motion_mask)
+            all_use_text = with_copies(use_text)
+
+        def velocity(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            timestep = FlowMatching.timestep_for_model(s.reshape(-1).expand(b))  # (B,)
+            if not guided:
+                return model(x, timestep, context, x_mask, ref_motion, ref_motion_mask, use_text, context_mask)
+            out = model(with_copies(x), with_copies(timestep), all_context, all_x_mask, all_ref, all_ref_mask,
+                        all_use_text, all_context_mask)  # (B + B_text, T, D)
+            v_cond, v_uncond = out[:b], out[b:]
+            v_text = v_uncond + self.scale * (v_cond.index_select(0, text_rows) - v_uncond)
+            return v_cond.index_copy(0, text_rows, v_text.to(v_cond.dtype))
+
+        return velocity
 
 
 def smooth_features(x: torch.Tensor, kernel: int = 5, sigma: float = 1.0) -> torch.Tensor:
