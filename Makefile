@@ -30,7 +30,7 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not slow" tests
 
 demo: venv
-	$(PY) -m vimogen_core.demo
+	$(PY) -m orchestration.demo --state-dir $(STATE)
 
 ui: venv
 	mkdir -p $(STATE)/dagster_home
