@@ -5,7 +5,7 @@ from dagster import Definitions, PipesSubprocessClient, load_asset_checks_from_m
 
 from orchestration import assets
 from orchestration.resources import MLflowTracking, ProjectPaths
-from orchestration.sensors import curation_job, raw_data_sensor, retrain_job, weekly_retrain_schedule
+from orchestration.sensors import RawDataWatch, curation_job, raw_data_sensor, retrain_job, weekly_retrain_schedule
 
 defs = Definitions(
     assets=load_assets_from_modules([assets]),
@@ -17,5 +17,6 @@ defs = Definitions(
         "paths": ProjectPaths(),
         "mlflow_tracking": MLflowTracking(),
         "pipes_subprocess_client": PipesSubprocessClient(),
+        "raw_data_watch": RawDataWatch(),
     },
 )
