@@ -1,5 +1,6 @@
-"""`make demo`: materialise the whole asset graph on the embedded defaults with the `dagster` CLI,
-then say where the registered model, the MBench report and the UIs are."""
+"""`make demo`: materialise the whole asset graph on the embedded defaults with the `dagster` CLI
+(a subprocess, exactly what a user would run), then say where the registered model, the MBench
+report and the UIs are. Everything lives in the project-local state folder."""
 from __future__ import annotations
 
 import argparse
@@ -9,60 +10,81 @@ import sys
 import time
 from pathlib import Path
 
-from orchestration.resources import REPO_ROOT, default_state_dir, default_tracking_uri
+import yaml
+
+from orchestration.resources import REPO_ROOT, default_state_dir
+
+QUIET_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DAGSTER_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
 
 
 def demo_environment(state_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "VIMOGEN_STATE_DIR": str(state_dir),
-        "DAGSTER_HOME": str(state_dir / "dagster_home"),
-        "MLFLOW_TRACKING_URI": default_tracking_uri(str(state_dir)),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "GX_ANALYTICS_ENABLED": "false",
-        "DAGSTER_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    })
+    """The environment of the materialisation: state folder, DAGSTER_HOME in it, MLflow on SQLite in
+    it (unless MLFLOW_TRACKING_URI is already set), telemetry off, offline."""
+    env = {**os.environ, **QUIET_ENV, "VIMOGEN_STATE_DIR": str(state_dir), "DAGSTER_HOME": str(state_dir / "dagster_home")}
+    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{state_dir / 'mlflow.db'}")
     return env
 
 
-def run_config_yaml(steps: int, bench_steps: int) -> str:
-    return (f"ops:\n  trained_model:\n    config:\n      steps: {steps}\n"
-            f"  mbench_scores:\n    config:\n      steps: {bench_steps}\n")
+def run_config(steps: int, bench_steps: int, judge_preset: str, train_overrides: list[str]) -> dict:
+    return {"ops": {
+        "trained_model": {"config": {"steps": steps, "overrides": train_overrides, "sample_steps": bench_steps}},
+        "local_judge": {"config": {"evaluator_preset": judge_preset}},
+        "mbench_scores": {"config": {"steps": bench_steps}},
+        "classic_metrics": {"config": {"steps": bench_steps}},
+    }}
 
 
-def materialize_all(state_dir: Path, steps: int, bench_steps: int) -> None:
+def materialize_all(state_dir: Path, config: dict, log_path: Path | None = None) -> subprocess.CompletedProcess:
+    """`dagster asset materialize --select '*'` over the code location, as a subprocess."""
     state_dir.mkdir(parents=True, exist_ok=True)
     env = demo_environment(state_dir)
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    config = state_dir / "demo_run_config.yaml"
-    config.write_text(run_config_yaml(steps, bench_steps))
+    config_path = state_dir / "demo_run_config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "asset", "materialize", "--select", "*", "-m", "orchestration.definitions",
-               "-c", str(config)]
-    subprocess.run(command, env=env, cwd=REPO_ROOT, check=True)
+               "-c", str(config_path)]
+    if log_path is None:
+        return subprocess.run(command, env=env, cwd=REPO_ROOT)
+    with open(log_path, "w") as log:
+        return subprocess.run(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state-dir", default=default_state_dir())
-    parser.add_argument("--steps", type=int, default=1500, help="training steps of the tiny model")
-    parser.add_argument("--bench-steps", type=int, default=20, help="sampling steps for MBench generations")
+    parser.add_argument("--steps", type=int, default=150, help="training steps of the tiny model")
+    parser.add_argument("--bench-steps", type=int, default=10, help="Euler steps per generated motion")
+    parser.add_argument("--judge-preset", default="quick", help="local MBench judge evaluator preset")
+    parser.add_argument("--set", dest="train_overrides", action="append",
+                        default=["batch_size=16", "max_frames=120"],
+                        help="training override KEY=VALUE (repeatable), as `vimogen train --set`")
     args = parser.parse_args(argv)
     state = Path(args.state_dir).resolve()
     started = time.perf_counter()
-    materialize_all(state, args.steps, args.bench_steps)
+    done = materialize_all(state, run_config(args.steps, args.bench_steps, args.judge_preset, args.train_overrides))
     minutes = (time.perf_counter() - started) / 60
+    if done.returncode != 0:
+        print(f"\nViMoGen demo FAILED after {minutes:.1f} min (dagster exit code {done.returncode}); "
+              f"run logs: {state / 'dagster_home'}", file=sys.stderr)
+        return done.returncode
+    env = demo_environment(state)
     print(f"""
-ViMoGen demo finished in {minutes:.1f} min.
-  registered model : models:/vimogen@champion  (MLflow store {default_tracking_uri(str(state))})
-  MBench report    : {state / 'bench' / 'mbench'}
+ViMoGen demo finished in {minutes:.1f} min. State folder: {state}
+  registered model : models:/vimogen@champion (also @candidate), MLflow store {env['MLFLOW_TRACKING_URI']}
+  MBench report    : {state / 'bench' / 'mbench' / 'report.md'}
   classic metrics  : {state / 'bench' / 'classic.json'}
   curated shards   : {state / 'data' / 'shards'}
-  Dagster UI       : make ui        -> http://127.0.0.1:3000
+  Dagster UI       : make ui        -> http://127.0.0.1:3000 (DAGSTER_HOME={env['DAGSTER_HOME']})
   MLflow UI        : make mlflow-ui -> http://127.0.0.1:5000
+  serve the model  : MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']} mlflow models serve -m models:/vimogen@champion --env-manager local -h 127.0.0.1 -p 5001
 """)
     return 0
 
