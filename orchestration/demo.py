@@ -33,12 +33,16 @@ def demo_environment(state_dir: Path) -> dict[str, str]:
 
 
 def run_config(steps: int, bench_steps: int, judge_preset: str, train_overrides: list[str]) -> dict:
-    return {"ops": {
+    return {
+        # one process: on a small machine the per-step subprocesses cost more in imports than they win
+        "execution": {"config": {"in_process": {}}},
+        "ops": {
         "trained_model": {"config": {"steps": steps, "overrides": train_overrides, "sample_steps": bench_steps}},
         "local_judge": {"config": {"evaluator_preset": judge_preset}},
         "mbench_scores": {"config": {"steps": bench_steps}},
         "classic_metrics": {"config": {"steps": bench_steps}},
-    }}
+        },
+    }
 
 
 def materialize_all(state_dir: Path, config: dict, log_path: Path | None = None) -> subprocess.CompletedProcess:

@@ -115,14 +115,16 @@ def log_scores(mlflow, run_id: str, scores: dict, prefix: str, report_dir: Path 
 
 
 def register_candidate(mlflow, model_name: str, run: dict, paths: ProjectPaths):
-    from orchestration.pyfunc_model import VimogenPyfunc, model_signature
+    from orchestration.pyfunc_model import model_signature
 
     settings = paths.path("runs", "serving.json")
     settings.write_text(json.dumps({"steps": 20, "cfg_scale": 5.0}))
     client = mlflow.tracking.MlflowClient()
     with mlflow.start_run(run_id=run["run_id"]):
-        info = mlflow.pyfunc.log_model(name="model", python_model=VimogenPyfunc(),
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
                                        artifacts={"checkpoint": run["checkpoint"], "settings": str(settings)},
+                                       # the code comes from the installed project; no requirement inference run
+                                       pip_requirements=["vimogen", "torch==2.13.0", "mlflow==3.17.2"],
                                        signature=model_signature(), registered_model_name=model_name)
     version = client.get_model_version(model_name, str(info.registered_model_version))
     metrics = client.get_run(run["run_id"]).data.metrics

@@ -1,0 +1,123 @@
+"""End to end, as a user runs it: `dagster asset materialize --select '*'` (the CLI, a subprocess) over
+the whole graph on the tiny preset with a temporary DAGSTER_HOME and MLflow store; then the MLflow
+run, the registered model and its aliases; then a consumer serving `models:/vimogen@champion` with
+`mlflow models serve` on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from orchestration.demo import demo_environment, materialize_all, run_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAIN_STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def demo_state(tmp_path_factory) -> Path:
+    state = tmp_path_factory.mktemp("demo_state")
+    config = run_config(steps=TRAIN_STEPS, bench_steps=2, judge_preset="quick",
+                        train_overrides=["batch_size=4", "max_frames=60", "log_every=1"])
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the store must be the temporary one
+    try:
+        done = materialize_all(state, config, log_path=state / "materialize.log")
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    log = (state / "materialize.log").read_text()
+    assert done.returncode == 0, log[-6000:]
+    return state
+
+
+def mlflow_client(state: Path):
+    from mlflow.tracking import MlflowClient
+
+    uri = demo_environment(state)["MLFLOW_TRACKING_URI"]
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@pytest.mark.slow
+def test_whole_graph_materialises_and_is_tracked_in_mlflow(demo_state):
+    client = mlflow_client(demo_state)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "vimogen"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["model_preset"] == "tiny" and run.data.params["steps"] == str(TRAIN_STEPS)
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in losses] == list(range(1, TRAIN_STEPS + 1)), "one loss point per logged step"
+    assert any(key.startswith("mbench/") for key in run.data.metrics)
+    assert "classic/FID" in run.data.metrics
+    (dataset_input,) = run.inputs.dataset_inputs
+    manifest = demo_state / "data" / "shards" / "manifest.parquet"
+    import hashlib
+
+    assert dataset_input.dataset.digest == hashlib.sha256(manifest.read_bytes()).hexdigest()[:32]
+    tags = {t.key: t.value for t in dataset_input.tags}
+    assert tags["dvc_md5"].endswith(".dir")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"train_config.json", "loss.png", "sample.gif", "sample.png", "model"} <= artifacts
+    assert any(p.endswith(".pt") for p in artifacts)
+
+    version = client.get_model_version_by_alias("vimogen", "candidate")
+    assert client.get_model_version_by_alias("vimogen", "champion").version == version.version
+    assert version.run_id == run.info.run_id
+    assert version.tags["promotion_decision"].startswith("promoted")
+    assert (demo_state / "bench" / "mbench" / "report.md").read_text().startswith("# MBench report")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_champion_served_by_mlflow_answers_prompts(demo_state):
+    port = free_port()
+    env = demo_environment(demo_state)
+    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+                               "models:/vimogen@champion", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                if requests.get(f"{base}/ping", timeout=5).ok:
+                    break
+            except (requests.ConnectionError, requests.Timeout):
+                pass
+            assert server.poll() is None, "mlflow models serve exited"
+            time.sleep(1)
+        records = [{"prompt": "a person walks forward", "frames": 40, "seed": 0},
+                   {"prompt": "a person jumps", "frames": 60, "seed": 0}]
+        reply = requests.post(f"{base}/invocations", json={"dataframe_records": records}, timeout=300)
+        assert reply.status_code == 200, reply.text
+        predictions = reply.json()["predictions"]
+        assert [p["frames"] for p in predictions] == [40, 60]
+        for prediction in predictions:
+            joints, features = json.loads(prediction["joints"]), json.loads(prediction["features"])
+            assert len(joints) == prediction["frames"] and len(joints[0]) == 22 and len(joints[0][0]) == 3
+            assert len(features) == prediction["frames"] and len(features[0]) == 276
+
+        bad = requests.post(f"{base}/invocations", json={"dataframe_records": [{"frames": 40}]}, timeout=60)
+        assert 400 <= bad.status_code < 500 and "prompt" in bad.text
+        garbage = requests.post(f"{base}/invocations", data="not json", headers={"Content-Type": "application/json"},
+                                timeout=60)
+        assert 400 <= garbage.status_code < 500 and garbage.text
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server's own session: uvicorn and its workers
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
