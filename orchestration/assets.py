@@ -2,6 +2,7 @@
 statistics, text cache -> trained model -> MBench / classic scores -> registered model -> champion.
 Each body reads resources/config, calls one library function and turns its result into metadata."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -58,6 +59,7 @@ class TrainingRunConfig(Config):
 
 class JudgeRunConfig(Config):
     evaluator_preset: str = "default"  # EvaluatorConfig preset: quick, default, curated
+    evaluator_steps: int = 0  # > 0: override the preset's number of training steps
 
 
 class BenchRunConfig(Config):
@@ -210,6 +212,8 @@ def local_judge(context: AssetExecutionContext, config: JudgeRunConfig, paths: P
     from vimogen_core.errors import MotionDataError
 
     evaluator_config = EvaluatorConfig.preset(config.evaluator_preset)
+    if config.evaluator_steps > 0:
+        evaluator_config = dataclasses.replace(evaluator_config, steps=config.evaluator_steps)
     sink = DagsterLogSink(context.log, every=100)
     try:
         judge = train_local_judge(config=evaluator_config, manifest_path=paths.manifest, sink=sink)

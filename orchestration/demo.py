@@ -32,13 +32,14 @@ def demo_environment(state_dir: Path) -> dict[str, str]:
     return env
 
 
-def run_config(steps: int, bench_steps: int, judge_preset: str, train_overrides: list[str]) -> dict:
+def run_config(steps: int, bench_steps: int, judge_preset: str, train_overrides: list[str],
+               judge_steps: int = 0) -> dict:
     return {
         # one process: on a small machine the per-step subprocesses cost more in imports than they win
         "execution": {"config": {"in_process": {}}},
         "ops": {
         "trained_model": {"config": {"steps": steps, "overrides": train_overrides, "sample_steps": bench_steps}},
-        "local_judge": {"config": {"evaluator_preset": judge_preset}},
+        "local_judge": {"config": {"evaluator_preset": judge_preset, "evaluator_steps": judge_steps}},
         "mbench_scores": {"config": {"steps": bench_steps}},
         "classic_metrics": {"config": {"steps": bench_steps}},
         },
@@ -64,11 +65,12 @@ def materialize_all(state_dir: Path, config: dict, log_path: Path | None = None)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state-dir", default=default_state_dir())
-    parser.add_argument("--steps", type=int, default=150, help="training steps of the tiny model")
+    # The demo shows the pipeline on a 2-core laptop in minutes; a useful tiny model wants ~2000 steps.
+    parser.add_argument("--steps", type=int, default=60, help="training steps of the tiny model")
     parser.add_argument("--bench-steps", type=int, default=10, help="Euler steps per generated motion")
     parser.add_argument("--judge-preset", default="quick", help="local MBench judge evaluator preset")
     parser.add_argument("--set", dest="train_overrides", action="append",
-                        default=["batch_size=16", "max_frames=120"],
+                        default=["batch_size=8", "max_frames=100"],
                         help="training override KEY=VALUE (repeatable), as `vimogen train --set`")
     args = parser.parse_args(argv)
     state = Path(args.state_dir).resolve()

@@ -8,6 +8,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+DEFAULT_FRAMES = 100
+
 
 def model_signature():
     from mlflow.models import ModelSignature
@@ -24,33 +26,51 @@ def model_signature():
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
+def bad_request(message: str):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)  # the scoring server answers 400
+
+
+def _column(frame: pd.DataFrame, name: str, default) -> list:
+    if name not in frame:
+        return [default] * len(frame)
+    return [default if value is None or (isinstance(value, float) and np.isnan(value)) else value
+            for value in frame[name]]
+
+
 class VimogenPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from vimogen_core.train.generate import load_generator
 
         self.generator = load_generator(context.artifacts["checkpoint"])
-        settings = json.loads(open(context.artifacts["settings"]).read())
+        with open(context.artifacts["settings"]) as handle:
+            settings = json.load(handle)
         self.steps = int(settings.get("steps", 50))
         self.cfg_scale = float(settings.get("cfg_scale", 5.0))
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        from vimogen_core.motion.representation import features_to_joints
         import torch
 
+        from vimogen_core.errors import MotionDataError
+        from vimogen_core.motion.representation import features_to_joints
+
         if "prompt" not in model_input:
-            raise ValueError("input needs a 'prompt' column")
+            raise bad_request("input needs a 'prompt' column (one text per motion)")
         prompts = [str(p) for p in model_input["prompt"]]
-        frames = [int(f) for f in model_input["frames"]] if "frames" in model_input else [100] * len(prompts)
-        seed = int(model_input["seed"].iloc[0]) if "seed" in model_input and len(model_input) else 0
-        refs = None
-        if "ref_motion" in model_input:
-            refs = [None if not isinstance(r, str) or not r else np.asarray(json.loads(r), dtype=np.float32)
-                    for r in model_input["ref_motion"]]
-        feats = self.generator.generate(prompts, frames, ref_motions=refs, steps=self.steps,
-                                        cfg_scale=self.cfg_scale, seed=seed)
+        frames = [int(f) for f in _column(model_input, "frames", DEFAULT_FRAMES)]
+        seed = int(_column(model_input, "seed", 0)[0]) if len(model_input) else 0
+        try:
+            refs = [np.asarray(json.loads(r), dtype=np.float32) if isinstance(r, str) and r else None
+                    for r in _column(model_input, "ref_motion", None)]
+            feats = self.generator.generate(prompts, frames, ref_motions=refs if any(r is not None for r in refs) else None,
+                                            steps=self.steps, cfg_scale=self.cfg_scale, seed=seed)
+        except (ValueError, MotionDataError) as err:  # json errors are ValueErrors too
+            raise bad_request(str(err)) from err
         rows = []
         for prompt, f in zip(prompts, feats):
-            joints = features_to_joints(torch.as_tensor(f)).numpy()
+            joints = features_to_joints(torch.as_tensor(f)).numpy()  # (T, 22, 3)
             rows.append({"prompt": prompt, "frames": len(f), "joints": json.dumps(np.round(joints, 5).tolist()),
                          "features": json.dumps(np.round(f, 5).tolist())})
         return pd.DataFrame(rows)

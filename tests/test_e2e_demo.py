@@ -26,7 +26,7 @@ TRAIN_STEPS = 4
 def demo_state(tmp_path_factory) -> Path:
     state = tmp_path_factory.mktemp("demo_state")
     config = run_config(steps=TRAIN_STEPS, bench_steps=2, judge_preset="quick",
-                        train_overrides=["batch_size=4", "max_frames=60", "log_every=1"])
+                        train_overrides=["batch_size=4", "max_frames=60", "log_every=1"], judge_steps=20)
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the store must be the temporary one
     try:
         done = materialize_all(state, config, log_path=state / "materialize.log")
@@ -111,6 +111,9 @@ def test_champion_served_by_mlflow_answers_prompts(demo_state):
 
         bad = requests.post(f"{base}/invocations", json={"dataframe_records": [{"frames": 40}]}, timeout=60)
         assert 400 <= bad.status_code < 500 and "prompt" in bad.text
+        too_long = requests.post(f"{base}/invocations", json={"dataframe_records": [
+            {"prompt": "a person walks", "frames": 100000}]}, timeout=60)
+        assert too_long.status_code == 400 and "frame count" in too_long.text
         garbage = requests.post(f"{base}/invocations", data="not json", headers={"Content-Type": "application/json"},
                                 timeout=60)
         assert 400 <= garbage.status_code < 500 and garbage.text
