@@ -79,6 +79,17 @@ def test_released_naming_loads_with_no_missing_or_unexpected_keys(tmp_path):
     assert load_released_state_dict(ViMoGenDiT(cfg), tmp_path / "wrapped.pt").ok
 
 
+def test_a_state_dict_built_from_the_specification_loads_by_name():
+    # Names and shapes from section 7's rules (not from the module), at a reduced width.
+    spec = expected_released_keys(64, 96, 3, 32)
+    g = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(shape, generator=g).to(torch.bfloat16) for k, shape in spec.items()}
+    model = ViMoGenDiT(get_preset("released", **SMALL_RELEASED))
+    report = load_released_state_dict(model, state, strict=True)
+    assert report.ok
+    assert all(torch.equal(v, state[k].float()) for k, v in model.state_dict().items())
+
+
 def test_loader_reports_what_does_not_fit(tmp_path):
     cfg = get_preset("released", **SMALL_RELEASED)
     state = ViMoGenDiT(cfg).state_dict()
