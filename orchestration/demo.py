@@ -27,7 +27,9 @@ QUIET_ENV = {
 def demo_environment(state_dir: Path) -> dict[str, str]:
     """The environment of the materialisation: state folder, DAGSTER_HOME in it, MLflow on SQLite in
     it (unless MLFLOW_TRACKING_URI is already set), telemetry off, offline."""
-    env = {**os.environ, **QUIET_ENV, "VIMOGEN_STATE_DIR": str(state_dir), "DAGSTER_HOME": str(state_dir / "dagster_home")}
+    env = {**os.environ, **QUIET_ENV, "VIMOGEN_STATE_DIR": str(state_dir), "DAGSTER_HOME": str(state_dir / "dagster_home"),
+           # the environment's own tools (dagster, mlflow's uvicorn) first, also when it is not activated
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{state_dir / 'mlflow.db'}")
     return env
 
@@ -90,7 +92,7 @@ ViMoGen demo finished in {minutes:.1f} min. State folder: {state}
   curated shards   : {state / 'data' / 'shards'}
   Dagster UI       : make ui        -> http://127.0.0.1:3000 (DAGSTER_HOME={env['DAGSTER_HOME']})
   MLflow UI        : make mlflow-ui -> http://127.0.0.1:5000
-  serve the model  : MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']} mlflow models serve -m models:/vimogen@champion --env-manager local -h 127.0.0.1 -p 5001
+  serve the model  : PATH={Path(sys.executable).parent}:$PATH MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']} mlflow models serve -m models:/vimogen@champion --env-manager local -h 127.0.0.1 -p 5001
 """)
     return 0
 

@@ -82,7 +82,7 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_champion_served_by_mlflow_answers_prompts(demo_state):
     port = free_port()
-    env = demo_environment(demo_state)
+    env = demo_environment(demo_state)  # PATH starts with the environment's bin (mlflow runs its uvicorn)
     server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
                                "models:/vimogen@champion", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
                               cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
