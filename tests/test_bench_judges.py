@@ -308,3 +308,34 @@ def test_runner_records_a_vlm_failure_for_one_motion_and_scores_the_others(tmp_p
     aggregate = result.aggregates["Motion_Generalizability"]
     assert (aggregate["mean"], aggregate["count"], aggregate["errors"]) == (0.5, 2, 4)
     assert result.metadata["judge"] == "vlm:gemini:m"
+
+
+@pytest.mark.slow
+def test_bench_run_generates_with_a_trained_checkpoint_and_writes_every_file(trained_judge, tmp_path, monkeypatch):
+    import vimogen_core.bench.runner as runner
+    from vimogen_core.train.config import apply_overrides, get_train_preset
+    from vimogen_core.train.loop import train
+
+    config = apply_overrides(get_train_preset("tiny"), ["steps=8", "batch_size=8", "checkpoint_every=8"])
+    checkpoint = train(config, tmp_path / "run", progress=False).checkpoint
+    # The CLI's default judge factory, pointed at the judge trained above, so nothing retrains.
+    monkeypatch.setattr(runner, "default_judge_factory", lambda: trained_judge)
+    out = tmp_path / "mbench"
+    result = runner.run_mbench(checkpoint, out_dir=out, steps=4, judge_factory=runner.default_judge_factory)
+    assert {p.name for p in out.iterdir()} >= {"scores.json", "per_motion.jsonl", "metadata.json", "report.md", "motions"}
+    assert len(list((out / "motions").glob("*.npy"))) == 30 and len(list((out / "motions" / "features").glob("*.npy"))) == 30
+    assert result.metadata["checkpoint"] == str(checkpoint) and result.metadata["timing_s"]["generate"] > 0
+    assert result.metadata["judge"] == trained_judge.name and "knn-posebank" in result.metadata["pose_scorer"]
+    for dimension in ("Jitter_Degree", "Foot_Floating", "Body_Penetration", "Pose_Quality",
+                      "Motion_Condition_Consistency", "Motion_Generalizability"):
+        assert result.aggregates[dimension]["count"] >= 1, dimension
+    assert all(r["error"] is None for r in result.per_motion), [r for r in result.per_motion if r["error"]][:3]
+    # Generated motions keep their requested lengths; the report names the checkpoint's model.
+    assert np.load(out / "motions" / "0.npy").shape == (builtin_prompts_frames(0), 22, 3)
+    assert f"| **{checkpoint.stem}** |" in (out / "report.md").read_text()
+
+
+def builtin_prompts_frames(global_id: int) -> int:
+    from vimogen_core.bench.prompts import builtin_prompts
+
+    return builtin_prompts()[global_id].n_frames
