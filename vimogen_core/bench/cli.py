@@ -59,7 +59,7 @@ def cmd_score(args) -> int:
 def cmd_run(args) -> int:
     from vimogen_core.bench.runner import run_mbench
 
-    out = args.out or Path(args.checkpoint).with_suffix("").parent / "mbench"
+    out = args.out or Path(args.checkpoint).parent / f"mbench_{Path(args.checkpoint).stem}"
     result = run_mbench(args.checkpoint, prompts_path=args.prompts, eval_info_path=args.eval_info,
                         dimensions=args.dimensions, out_dir=out, height_axis=args.height_axis,
                         judge_factory=_judge_factory(args), steps=args.steps, cfg_scale=args.cfg_scale,

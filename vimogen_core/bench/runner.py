@@ -163,8 +163,10 @@ def _score(prompts: Sequence[BenchPrompt], motions: dict[str, LoadedMotion], hei
     pose_prompts = wanted(POSE_DIMENSIONS)
     if pose_prompts:
         with timer("pose"):
+            from tqdm import tqdm
+
             scorer = _build(pose_scorer_factory, "pose scorer", names, "pose_scorer")
-            for prompt in pose_prompts:
+            for prompt in tqdm(pose_prompts, desc="pose metrics", unit="motion", leave=False):
                 motion = motions[prompt.key]
                 for dimension in set(prompt.dimensions) & set(POSE_DIMENSIONS):
                     row = rows[(prompt.key, dimension)]
