@@ -63,7 +63,7 @@ def test_whole_graph_materialises_and_is_tracked_in_mlflow(demo_state):
     tags = {t.key: t.value for t in dataset_input.tags}
     assert tags["dvc_md5"].endswith(".dir")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"train_config.json", "loss.png", "sample.gif", "sample.png", "model"} <= artifacts
+    assert {"train_config.json", "loss.png", "sample.gif", "sample.png"} <= artifacts
     assert any(p.endswith(".pt") for p in artifacts)
 
     version = client.get_model_version_by_alias("vimogen", "candidate")
