@@ -316,7 +316,7 @@ def test_bench_run_generates_with_a_trained_checkpoint_and_writes_every_file(tra
     from vimogen_core.train.config import apply_overrides, get_train_preset
     from vimogen_core.train.loop import train
 
-    config = apply_overrides(get_train_preset("tiny"), ["steps=8", "batch_size=8", "checkpoint_every=8"])
+    config = apply_overrides(get_train_preset("tiny"), ["steps=2", "batch_size=4", "checkpoint_every=2"])
     checkpoint = train(config, tmp_path / "run", progress=False).checkpoint
     # The CLI's default judge factory, pointed at the judge trained above, so nothing retrains.
     monkeypatch.setattr(runner, "default_judge_factory", lambda: trained_judge)
