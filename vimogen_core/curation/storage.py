@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vimogen_core.curation.shards import MANIFEST_NAME, TEMP_MARKER, read_manifest, sha256_file
+from vimogen_core.curation.shards import MANIFEST_NAME, TEMP_MARKER, ShardReader, read_manifest, sha256_file
 from vimogen_core.errors import MotionDataError
 
 _CHECKSUM_KEY = "sha256"  # x-amz-meta-sha256
@@ -143,7 +143,11 @@ class S3Storage:
             name = info.key[len(prefix.rstrip("/")) + 1 :] if prefix else info.key
             if name == MANIFEST_NAME or "/" in name:
                 continue
-            n_bytes += self.download_file(info.key, local_dir / name, shard_sha.get(name))
+            # The object's whole-file checksum (upload metadata) guards the transfer; the manifest's
+            # shard checksum covers the shard's data region, which the reader verifies.
+            n_bytes += self.download_file(info.key, local_dir / name)
+            if name in shard_sha:
+                ShardReader(local_dir / name, expected_sha256=shard_sha[name], mmap=False)
             keys.append(info.key)
         missing = sorted(set(shard_sha) - {Path(k).name for k in keys})
         if missing:

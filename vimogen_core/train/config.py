@@ -29,7 +29,7 @@ class TrainConfig:
     lr_min_ratio: float = 0.1
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    bf16: bool = True  # autocast matmuls to bfloat16 (AMX on these CPUs, tensor cores on GPUs)
+    bf16: bool = True  # autocast matmuls to bfloat16 where the device runs bf16 natively (AMX, tensor cores)
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 500

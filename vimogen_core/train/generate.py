@@ -116,8 +116,12 @@ class Generator:
                 return torch.where(guided, v_uncond + cfg_scale * (v_cond - v_uncond), v_cond)
             return model(x, timestep, context, x_mask, reference, reference_mask, use_text)
 
-        noise = torch.cat([torch.randn(1, t_max, FEATURE_DIM, generator=torch.Generator().manual_seed(seed + i))
-                           for i in range(b)]).to(device)  # (B, T, 276)
+        # Each motion draws noise at its own length: CPU randn fills its last block differently for
+        # different sizes, so drawing at the batch's t_max would tie a motion to its batch mates.
+        noise = torch.zeros(b, t_max, FEATURE_DIM)
+        for i, n in enumerate(lengths):
+            noise[i, :n] = torch.randn(n, FEATURE_DIM, generator=torch.Generator().manual_seed(seed + i))
+        noise = noise.to(device)  # (B, T, 276)
         sample = euler_sample(velocity, noise, steps, x_mask)  # (B, T, 276) normalised
         sample = sample.float().cpu()
         out = []

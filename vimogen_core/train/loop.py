@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from vimogen_core.errors import MotionDataError
+from vimogen_core.hardware import bf16_is_fast
 from vimogen_core.sinks import MetricSink, NullSink
 from vimogen_core.train import checkpoint as ckpt
 from vimogen_core.train.conditioning import TextContext
@@ -94,13 +95,17 @@ def ema_decay(config: TrainConfig, step: int) -> float:
 def time_and_noise(batch: TrainBatch, flow, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample flow time s (B,) and noise (B, T, 276), each from the sample's own generator,
     so they do not depend on how the global batch was split over processes."""
-    times, noises = [], []
     b, t, d = batch.x0.shape
-    for seed in batch.time_seeds:
+    times = torch.zeros(b)
+    noise = torch.zeros(b, t, d)
+    lengths = batch.x_mask.sum(1).long().tolist()
+    for i, (seed, n) in enumerate(zip(batch.time_seeds, lengths)):
         generator = torch.Generator().manual_seed(seed)
-        times.append(flow.sample_time(1, generator).reshape(1))
-        noises.append(torch.randn(1, t, d, generator=generator))
-    return torch.cat(times).float().to(device), torch.cat(noises).to(device)
+        times[i] = flow.sample_time(1, generator).reshape(())
+        # At the sample's own length: CPU randn fills its last block differently for other sizes,
+        # so drawing at the padded batch length would tie the noise to the batch composition.
+        noise[i, :n] = torch.randn(n, d, generator=generator)
+    return times.to(device), noise.to(device)
 
 
 def _model_state(model: torch.nn.Module) -> dict:
@@ -190,10 +195,13 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
     if env.world_size > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    # bf16 where the hardware runs it natively; emulated bf16 is slower than fp32.
+    use_bf16 = config.bf16 and bf16_is_fast(env.device)
     if env.is_main:
         n_params = sum(p.numel() for p in model.parameters())
         sink.log_text(f"training {config.model_preset} ({n_params / 1e6:.2f} M parameters) on {len(dataset)} motions, "
-                      f"{env.world_size} process(es), global batch {config.batch_size}, bf16={config.bf16}")
+                      f"{env.world_size} process(es), global batch {config.batch_size}, bf16={use_bf16}"
+                      + ("" if use_bf16 == config.bf16 else " (no native bf16 on this device)"))
 
     def save(step: int) -> Path:
         path = checkpoint_dir / ckpt.checkpoint_name(step)
@@ -220,7 +228,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
         s, noise = time_and_noise(batch, flow, env.device)
         x_t = flow.interpolate(batch.x0, noise, s)  # (B, T, 276)
         context = text.encode(batch.captions, batch.drop_text).to(env.device)  # (B, L, D)
-        with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             pred = train_model(x_t, flow.timestep_for_model(s), context, batch.x_mask, batch.reference,
                                batch.reference_mask, batch.use_text)  # (B, T, 276)
         local_loss = flow.loss(pred.float(), batch.x0, noise, s, batch.x_mask)
