@@ -10,6 +10,7 @@ e.g. SMPL_NEUTRAL.npz, SMPLH_MALE.pkl, smplh/male/model.npz or SMPLX_FEMALE.npz)
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import io
 import os
@@ -38,19 +39,19 @@ class BodyOutput:
     faces: np.ndarray  # (F, 3) vertex indices
 
 
-class BodyModel:
+class BodyModel(abc.ABC):
     """SMPL parameters -> joints and vertices. Subclasses implement `forward` and `rest_joints`."""
 
     faces: np.ndarray  # (F, 3)
     num_betas: int
 
+    @abc.abstractmethod
     def forward(self, global_orient, body_pose, transl, betas=None, return_vertices: bool = True) -> BodyOutput:
         """global_orient (B, 3), body_pose (B, 63) axis-angle, transl (B, 3), betas (B, n) | (n,) | None."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def rest_joints(self, betas=None) -> np.ndarray:
         """(22, 3) joint positions in the rest pose for the given shape (default: mean shape)."""
-        raise NotImplementedError
 
     def offsets(self, betas=None) -> np.ndarray:
         """(22, 3) rest offsets (row 0 = the rest pelvis), for `forward_kinematics` / `Motion`."""
