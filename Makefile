@@ -34,7 +34,7 @@ demo: venv
 
 ui: venv
 	mkdir -p $(STATE)/dagster_home
-	DAGSTER_HOME=$(STATE)/dagster_home $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	DAGSTER_HOME=$(STATE)/dagster_home PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 mlflow-ui: venv
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(STATE)/mlflow.db
