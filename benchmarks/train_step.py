@@ -127,7 +127,7 @@ def main() -> None:
     print(json.dumps({
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "matmul_peak_tflops": {k: round(v / 1e12, 3) for k, v in peaks.items()},
+        "matmul_peak_gflops": {k: round(v / 1e9, 2) for k, v in peaks.items()},
         "results": rows,
     }, indent=1))
 

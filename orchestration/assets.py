@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 from dagster import (
-    AssetCheckResult, AssetExecutionContext, Config, DataVersion, MaterializeResult, MetadataValue,
-    PipesSubprocessClient, asset, asset_check,
+    AssetCheckResult, AssetExecutionContext, BackfillPolicy, Config, DataVersion, MaterializeResult, MetadataValue,
+    PipesSubprocessClient, StaticPartitionsDefinition, asset, asset_check,
 )
 
 from orchestration import pictures, registry
-from orchestration.resources import REPO_ROOT, MLflowTracking, ProjectPaths
+from orchestration.resources import REPO_ROOT, MLflowTracking, ProjectPaths, RawDataWatch
+from vimogen_core.curation.records import SOURCES
 
 PARAMS = REPO_ROOT / "params.yaml"  # DVC and Dagster read the same parameters
 
@@ -68,27 +69,45 @@ class BenchRunConfig(Config):
     eval_info_path: str = ""
 
 
-@asset(group_name="sources", description="Raw takes: the 15 DeepMimic mocap clips, simulated visual captures of "
-       "them, and synthetic-video takes when a backend is configured.")
-def raw_takes(context: AssetExecutionContext, config: SourcesRunConfig, paths: ProjectPaths) -> MaterializeResult:
+SOURCE_PARTITIONS = StaticPartitionsDefinition(list(SOURCES))
+
+
+@asset(group_name="sources", partitions_def=SOURCE_PARTITIONS, backfill_policy=BackfillPolicy.single_run(),
+       description="Raw takes, one partition per source: the 15 DeepMimic mocap clips (optical_mocap), simulated "
+       "visual captures of them (in_the_wild_video), synthetic-video takes when a backend is configured, and new "
+       "files from the raw inbox (and its S3 prefix) for each.")
+def raw_takes(context: AssetExecutionContext, config: SourcesRunConfig, paths: ProjectPaths,
+              raw_data_watch: RawDataWatch) -> MaterializeResult:
     from vimogen_core.curation.cli import apply_overrides
     from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
     from vimogen_core.motion.render import render_frames_png
     from vimogen_core.sources.deepmimic import load_builtin_clip
 
+    sources = tuple(context.partition_keys)
+    for source in sources:
+        fetched = raw_data_watch.fetch_source(source, paths.raw_inbox)
+        if fetched:
+            context.log.info(f"{source}: fetched {len(fetched)} new objects from S3: {fetched[:5]}")
     settings = params("sources") | ({"clips": list(config.clips)} if config.clips else {})
-    result = build_sources(paths.sources, apply_overrides(SourcesConfig(), settings, f"{PARAMS}:sources"))
-    preview = render_frames_png(load_builtin_clip("walk").motion.joints.numpy(), paths.path("previews", "walk.png"),
-                                n=5, title="walk (built-in clip)")
-    context.log.info(f"{result.n_takes} raw takes; synthetic video: {result.synthetic_video_status}")
-    return MaterializeResult(metadata={
+    result = build_sources(paths.sources, apply_overrides(SourcesConfig(), settings, f"{PARAMS}:sources"), sources,
+                           inbox=paths.raw_inbox)
+    for file, reason in result.inbox_ignored.items():
+        context.log.warning(f"inbox file ignored: {file}: {reason}")
+    context.log.info(f"{result.n_takes} raw takes of {', '.join(sources)}"
+                     + (f"; synthetic video: {result.synthetic_video_status}" if result.synthetic_video_status else ""))
+    metadata = {
         "n_takes": result.n_takes,
         "by_source": MetadataValue.md(pictures.table_markdown(result.by_source, "source", "takes")),
         "by_subset": MetadataValue.md(pictures.table_markdown(result.by_subset, "subset", "takes")),
-        "synthetic_video": result.synthetic_video_status,
-        "preview": MetadataValue.md(pictures.png_markdown(preview, "walk clip, 5 frames")),
-        "index": MetadataValue.path(result.index_path),
-    })
+        "inbox_ignored": MetadataValue.md(pictures.table_markdown(result.inbox_ignored, "file", "reason")),
+    }
+    if result.synthetic_video_status:
+        metadata["synthetic_video"] = result.synthetic_video_status
+    if "optical_mocap" in sources:
+        preview = render_frames_png(load_builtin_clip("walk").motion.joints.numpy(), paths.path("previews", "walk.png"),
+                                    n=5, title="walk (built-in clip)")
+        metadata["preview"] = MetadataValue.md(pictures.png_markdown(preview, "walk clip, 5 frames"))
+    return MaterializeResult(metadata=metadata)
 
 
 @asset(group_name="curation", deps=[raw_takes], description="Gated, windowed, mirrored samples and the "
@@ -191,10 +210,18 @@ def trained_model(context: AssetExecutionContext, config: TrainingRunConfig, pat
                "--steps", str(config.steps), "--quiet"]
     for assignment in config.overrides:
         command += ["--set", assignment]
-    reported = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT)).get_materialize_result()
+    mlflow = mlflow_tracking.setup(paths)
+    run_id = registry.open_training_run(mlflow, mlflow_tracking.experiment, run_dir)  # the subprocess streams its metrics into this run
+    env = {"MLFLOW_TRACKING_URI": mlflow_tracking.uri(paths), "MLFLOW_RUN_ID": run_id}
+    try:
+        reported = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT),
+                                               env=env).get_materialize_result()
+    except Exception:
+        mlflow.tracking.MlflowClient().set_terminated(run_id, status="FAILED")
+        raise
     checkpoint = Path(reported.metadata["checkpoint"].value)
-    logged = registry.log_training_run(mlflow_tracking.setup(paths), run_dir, checkpoint, paths,
-                                       config.sample_prompt, config.sample_steps)
+    logged = registry.log_training_run(mlflow, run_id, run_dir, checkpoint, paths, config.sample_prompt,
+                                       config.sample_steps)
     return MaterializeResult(metadata={
         **reported.metadata,
         "mlflow_run_id": logged["run_id"],

@@ -4,6 +4,7 @@ report and the UIs are. Everything lives in the project-local state folder."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -49,19 +50,25 @@ def run_config(steps: int, bench_steps: int, judge_preset: str, train_overrides:
 
 
 def materialize_all(state_dir: Path, config: dict, log_path: Path | None = None) -> subprocess.CompletedProcess:
-    """`dagster asset materialize --select '*'` over the code location, as a subprocess."""
+    """The whole graph through the `dagster` CLI, as subprocesses: every source partition of the raw
+    takes in one run (`--partition-range`), then everything downstream of them (`curated_samples*`)."""
+    from vimogen_core.curation.records import SOURCES
+
     state_dir.mkdir(parents=True, exist_ok=True)
     env = demo_environment(state_dir)
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     config_path = state_dir / "demo_run_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "asset", "materialize", "--select", "*", "-m", "orchestration.definitions",
-               "-c", str(config_path)]
-    if log_path is None:
-        return subprocess.run(command, env=env, cwd=REPO_ROOT)
-    with open(log_path, "w") as log:
-        return subprocess.run(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    dagster = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "orchestration.definitions"]
+    commands = [dagster + ["--select", "raw_takes", "--partition-range", f"{SOURCES[0]}...{SOURCES[-1]}"],
+                dagster + ["--select", "curated_samples*", "-c", str(config_path)]]
+    with open(log_path, "w") if log_path is not None else contextlib.nullcontext() as log:
+        for command in commands:
+            redirect = {"stdout": log, "stderr": subprocess.STDOUT} if log is not None else {}
+            done = subprocess.run(command, env=env, cwd=REPO_ROOT, **redirect)
+            if done.returncode != 0:
+                break
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:

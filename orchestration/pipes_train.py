@@ -1,25 +1,38 @@
 """`python -m orchestration.pipes_train <vimogen train arguments>`: the training run as Dagster
 launches it through Pipes. Same library function as `vimogen train`; metrics stream back to Dagster
-as log lines and to `metrics.jsonl` in the run folder (read afterwards into MLflow)."""
+as log lines, to `metrics.jsonl` in the run folder, and live to the MLflow run the asset opened for
+this training (MLFLOW_TRACKING_URI / MLFLOW_RUN_ID in the environment)."""
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 
 class PipesMetricSink:
-    """A MetricSink that reports through a Dagster Pipes context and keeps a JSON-lines history."""
+    """A MetricSink that reports through a Dagster Pipes context, keeps a JSON-lines history and, given
+    an MLflow run id, logs every metric to that run as it arrives."""
 
-    def __init__(self, pipes, history_path: Path, every: int = 10):
+    def __init__(self, pipes, history_path: Path, every: int = 10, mlflow_run_id: str | None = None):
         self.pipes = pipes
         self.history = open(history_path, "a", encoding="utf-8")
         self.every = every
+        self.mlflow_run_id = mlflow_run_id
+        if mlflow_run_id:
+            from mlflow.tracking import MlflowClient
+
+            self.mlflow = MlflowClient()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.history.write(json.dumps({"step": step, **metrics}) + "\n")
         self.history.flush()
+        if self.mlflow_run_id:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self.mlflow.log_batch(self.mlflow_run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
         if step % self.every == 0:
             self.pipes.log.info(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
@@ -49,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with open_dagster_pipes() as pipes:
         (out / "metrics.jsonl").unlink(missing_ok=True)
-        sink = PipesMetricSink(pipes, out / "metrics.jsonl", every=max(1, config.log_every))
+        sink = PipesMetricSink(pipes, out / "metrics.jsonl", every=max(1, config.log_every),
+                               mlflow_run_id=os.environ.get("MLFLOW_RUN_ID"))
         pipes.log.info(f"training preset {args.preset} for {config.steps} steps on {config.data}")
         result = train(config, out, sink=sink, resume=args.resume, progress=False)
         (out / "train_config.json").write_text(config.to_json())

@@ -56,11 +56,15 @@ def dvc_directory_hash(directory: Path) -> str:
     return tree.hash_info.value
 
 
-def log_training_run(mlflow, run_dir: Path, checkpoint: Path, paths: ProjectPaths, sample_prompt: str,
-                     sample_steps: int = 20) -> dict:
-    import pandas as pd
-    from mlflow.entities import Metric
+def open_training_run(mlflow, experiment: str, run_dir: Path) -> str:
+    """A new MLflow run, left open for the training subprocess to log into."""
+    experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    run = mlflow.tracking.MlflowClient().create_run(experiment_id, run_name=f"train-{run_dir.name}")
+    return run.info.run_id
 
+
+def log_training_run(mlflow, run_id: str, run_dir: Path, checkpoint: Path, paths: ProjectPaths, sample_prompt: str,
+                     sample_steps: int = 20) -> dict:
     from vimogen_core.curation.shards import read_manifest
     from vimogen_core.motion.render import render_frames_png, render_motion
     from vimogen_core.motion.representation import features_to_joints
@@ -68,18 +72,12 @@ def log_training_run(mlflow, run_dir: Path, checkpoint: Path, paths: ProjectPath
     import torch
 
     config = json.loads((run_dir / "train_config.json").read_text())
-    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     manifest = read_manifest(paths.manifest).to_pandas()
     digest = hashlib.sha256(paths.manifest.read_bytes()).hexdigest()
     dvc_hash = dvc_directory_hash(paths.shards)
-    with mlflow.start_run(run_name=f"train-{run_dir.name}") as run:
-        client = mlflow.tracking.MlflowClient()
+    with mlflow.start_run(run_id=run_id) as run:  # the loss curve is already there, logged live by the trainer
         params = {k: str(v)[:500] for k, v in _flatten("", config, {}).items()}
         mlflow.log_params(params)
-        metrics = [Metric(key, float(value), 0, int(row["step"])) for row in history for key, value in row.items()
-                   if key != "step" and isinstance(value, (int, float))]
-        for start in range(0, len(metrics), 900):
-            client.log_batch(run.info.run_id, metrics=metrics[start:start + 900])
         summary = manifest[["id", "source", "subset", "split", "n_frames"]]
         dataset = mlflow.data.from_pandas(summary, source=str(paths.manifest), name="curated-shards",
                                           digest=digest[:32])

@@ -72,10 +72,13 @@ class MLflowTracking(ConfigurableResource):
     experiment: str = "vimogen"
     model_name: str = "vimogen"
 
+    def uri(self, paths: ProjectPaths) -> str:
+        return self.tracking_uri or default_tracking_uri(paths.state_dir)
+
     def setup(self, paths: ProjectPaths):
         import mlflow
 
-        uri = self.tracking_uri or default_tracking_uri(paths.state_dir)
+        uri = self.uri(paths)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         if mlflow.get_experiment_by_name(self.experiment) is None:
@@ -84,3 +87,31 @@ class MLflowTracking(ConfigurableResource):
             mlflow.create_experiment(self.experiment, artifact_location=artifacts.as_uri())
         mlflow.set_experiment(self.experiment)
         return mlflow
+
+
+class RawDataWatch(ConfigurableResource):
+    """Where new raw data lands: the state folder's `raw_inbox/` always, and an S3 prefix when a
+    bucket is set (VIMOGEN_RAW_S3_BUCKET / _PREFIX; endpoint from AWS_ENDPOINT_URL)."""
+
+    s3_bucket: str = os.environ.get("VIMOGEN_RAW_S3_BUCKET", "")
+    s3_prefix: str = os.environ.get("VIMOGEN_RAW_S3_PREFIX", "raw/")
+    s3_endpoint_url: str = os.environ.get("AWS_ENDPOINT_URL", "")
+
+    def storage(self):
+        from vimogen_core.curation.storage import S3Storage
+
+        return S3Storage(bucket=self.s3_bucket, endpoint_url=self.s3_endpoint_url or None)
+
+    def fetch_source(self, source: str, inbox: Path) -> list[str]:
+        """Download the objects under `<prefix><source>/` that the inbox does not hold yet into
+        `inbox/<source>/`; returns their keys."""
+        if not self.s3_bucket:
+            return []
+        storage, prefix = self.storage(), f"{self.s3_prefix}{source}/"
+        fetched = []
+        for obj in storage.list_objects(prefix):
+            target = inbox / source / obj.key[len(prefix):]
+            if not target.is_file() or target.stat().st_size != obj.size:
+                storage.download_file(obj.key, target)
+                fetched.append(obj.key)
+        return fetched

@@ -3,39 +3,26 @@ watched folder or S3 prefix (the cursor remembers what was seen, so nothing is p
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from dagster import (
-    AssetSelection, ConfigurableResource, RunRequest, ScheduleDefinition, SensorEvaluationContext, SkipReason,
+    AssetSelection, RunRequest, ScheduleDefinition, SensorEvaluationContext, SkipReason,
     define_asset_job, sensor,
 )
 
-from orchestration.resources import ProjectPaths
+from orchestration.resources import ProjectPaths, RawDataWatch
+from vimogen_core.curation.records import SOURCES
 
-RAW_SUFFIXES = (".npz", ".pt", ".json", ".txt", ".npy", ".bvh")
+RAW_SUFFIXES = (".npz", ".txt")  # take archives and their caption files (raw_sources' inbox layout)
 
-retrain_job = define_asset_job("weekly_retrain", selection=AssetSelection.all(),
+# Raw takes are refreshed per source by the raw-data sensor; the weekly run re-curates everything they hold.
+retrain_job = define_asset_job("weekly_retrain", selection=AssetSelection.all() - AssetSelection.groups("sources"),
                                description="curation -> training -> benchmark -> promotion")
 curation_job = define_asset_job("curate_new_data", selection=AssetSelection.groups("sources", "curation"),
-                                description="re-curate after new raw data arrived")
+                                description="ingest one source's new raw files and re-curate")
 weekly_retrain_schedule = ScheduleDefinition(name="weekly_retrain_schedule", job=retrain_job,
                                              cron_schedule="0 3 * * 1", execution_timezone="UTC",
                                              description="Mondays 03:00 UTC: the whole graph, ending in promotion")
-
-
-class RawDataWatch(ConfigurableResource):
-    """Where new raw data lands: the state folder's `raw_inbox/` always, and an S3 prefix when a
-    bucket is set (VIMOGEN_RAW_S3_BUCKET / _PREFIX; endpoint from AWS_ENDPOINT_URL)."""
-
-    s3_bucket: str = os.environ.get("VIMOGEN_RAW_S3_BUCKET", "")
-    s3_prefix: str = os.environ.get("VIMOGEN_RAW_S3_PREFIX", "raw/")
-    s3_endpoint_url: str = os.environ.get("AWS_ENDPOINT_URL", "")
-
-    def storage(self):
-        from vimogen_core.curation.storage import S3Storage
-
-        return S3Storage(bucket=self.s3_bucket, endpoint_url=self.s3_endpoint_url or None)
 
 
 def new_folder_files(folder: Path, seen: set[str]) -> list[str]:
@@ -52,18 +39,34 @@ def batch_key(names: list[str]) -> str:
     return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
+def source_of(relative: str) -> str | None:
+    """The source a raw file belongs to: the first folder of its path below the inbox or prefix."""
+    head, sep, _ = relative.partition("/")
+    return head if sep and head in SOURCES else None
+
+
 @sensor(job=curation_job, minimum_interval_seconds=60, description="Watches the raw-data inbox folder and, when "
-        "configured, an S3 prefix; one curation run per new batch of files.")
+        "configured, an S3 prefix; per new batch of files, one run that ingests their source's partition and "
+        "re-curates.")
 def raw_data_sensor(context: SensorEvaluationContext, paths: ProjectPaths, raw_data_watch: RawDataWatch):
     cursor = json.loads(context.cursor) if context.cursor else {"folder": [], "s3": None}
     new_files = new_folder_files(paths.raw_inbox, set(cursor["folder"]))
     cursor["folder"] = sorted(set(cursor["folder"]) | set(new_files))
-    new = [f"folder:{name}" for name in new_files]
+    new = [(name, f"folder:{name}") for name in new_files]
     if raw_data_watch.s3_bucket:
         objects, cursor["s3"] = raw_data_watch.storage().list_new_objects(raw_data_watch.s3_prefix, cursor["s3"])
-        new += [f"s3://{raw_data_watch.s3_bucket}/{o.key}" for o in objects]
+        new += [(o.key[len(raw_data_watch.s3_prefix):], f"s3://{raw_data_watch.s3_bucket}/{o.key}") for o in objects
+                if Path(o.key).suffix in RAW_SUFFIXES]
     context.update_cursor(json.dumps(cursor))
-    if not new:
-        return SkipReason("no new raw files")
-    context.log.info(f"{len(new)} new raw files: {new[:5]}")
-    return RunRequest(run_key=batch_key(new), tags={"vimogen/new_files": str(len(new))})
+    by_source: dict[str, list[str]] = {}
+    for relative, label in new:
+        source = source_of(relative)
+        if source is None:
+            context.log.warning(f"{label}: not under a source folder ({', '.join(SOURCES)}); ignored")
+        else:
+            by_source.setdefault(source, []).append(label)
+    if not by_source:
+        return SkipReason("no new raw files under a source folder")
+    context.log.info("new raw files: " + ", ".join(f"{s}: {len(files)}" for s, files in by_source.items()))
+    return [RunRequest(run_key=batch_key(files), partition_key=source, tags={"vimogen/new_files": str(len(files))})
+            for source, files in sorted(by_source.items())]

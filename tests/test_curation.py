@@ -17,7 +17,7 @@ from vimogen_core.curation.gates import LocomotionJudge
 from vimogen_core.curation.pipeline import CurationConfig, curate_samples, curate_sources, curate_take, window_starts
 from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
 from vimogen_core.curation.records import CuratedSample, RawSample, Rejection, assign_split
-from vimogen_core.motion.motion import Motion, canonicalize, mirror
+from vimogen_core.motion.motion import Motion, canonicalize, mirror, resample
 from vimogen_core.sources.deepmimic import load_builtin_clip
 from vimogen_core.sources.hmr import load_hmr_output
 from vimogen_core.sources.simulated_capture import CAPTURE_PRESETS, capture_rng, simulate_capture
@@ -158,6 +158,30 @@ def test_builtin_sources_end_to_end_with_quarantine(tmp_path):
     assert {"simulated_capture/walk/clean", "simulated_capture/crawl/clean"} <= passed
     assert result.n_accepted + result.n_rejected == 8 + 2 * 12 - 1  # the damaged take is one rejection
     assert json.loads((tmp_path / "curated" / "summary.json").read_text())["n_accepted"] == result.n_accepted
+
+
+def test_inbox_takes_join_their_source_and_bad_ones_are_quarantined(tmp_path):
+    from vimogen_core.sources.amass import write_amass_npz
+
+    inbox = tmp_path / "inbox"
+    walk = load_builtin_clip("walk", min_frames=121).motion
+    good = write_amass_npz(inbox / "optical_mocap" / "lab" / "walk_60fps.npz", resample(walk, 60.0))
+    good.with_suffix(".txt").write_text("a person walks forward\n\nsomeone takes a few steps\n")
+    write_amass_npz(inbox / "optical_mocap" / "lab" / "uncaptioned.npz", walk)
+    (inbox / "optical_mocap" / "lab" / "truncated.npz").write_bytes(good.read_bytes()[:200])
+    (inbox / "stray.npz").write_bytes(good.read_bytes())
+    sources = build_sources(tmp_path / "sources", SourcesConfig(clips=("punch",)), sources=("optical_mocap",), inbox=inbox)
+    assert sources.by_source == {"optical_mocap": 4} and sources.by_subset == {"deepmimic": 1, "inbox": 3}
+    assert "not under a source folder" in sources.inbox_ignored[str(inbox / "stray.npz")]
+    assert not (tmp_path / "sources" / "in_the_wild_video").exists(), "only the requested source is built"
+
+    result = curate_sources(tmp_path / "sources", tmp_path / "curated")
+    ids = set(ShardDataset(result.manifest_path, split=None).ids)
+    assert {"inbox/optical_mocap/lab/walk_60fps", "inbox/optical_mocap/lab/walk_60fps~mirror"} <= {i.split("@")[0] for i in ids}
+    quarantine = {row["id"]: row for row in pq.read_table(result.quarantine_path).to_pylist()}
+    assert any(k.startswith("inbox/optical_mocap/lab/uncaptioned") and "caption" in row["gates"] for k, row in quarantine.items())
+    truncated = quarantine["inbox/optical_mocap/lab/truncated"]
+    assert truncated["gates"] == ["load"] and "truncated.npz" in truncated["reasons"][0]
 
 
 def test_synthetic_video_without_backends_yields_nothing_and_says_why():

@@ -1,5 +1,5 @@
-"""End to end, as a user runs it: `dagster asset materialize --select '*'` (the CLI, a subprocess) over
-the whole graph on the tiny preset with a temporary DAGSTER_HOME and MLflow store; then the MLflow
+"""End to end, as a user runs it: `dagster asset materialize` (the CLI, subprocesses: the raw-take partitions, then
+everything downstream) over the whole graph on the tiny preset with a temporary DAGSTER_HOME and MLflow store; then the MLflow
 run, the registered model and its aliases; then a consumer serving `models:/vimogen@champion` with
 `mlflow models serve` on 127.0.0.1."""
 from __future__ import annotations
@@ -53,6 +53,7 @@ def test_whole_graph_materialises_and_is_tracked_in_mlflow(demo_state):
     assert run.data.params["model_preset"] == "tiny" and run.data.params["steps"] == str(TRAIN_STEPS)
     losses = client.get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in losses] == list(range(1, TRAIN_STEPS + 1)), "one loss point per logged step"
+    assert all(m.timestamp >= run.info.start_time for m in losses), "logged live by the trainer, while the run was open"
     assert any(key.startswith("mbench/") for key in run.data.metrics)
     assert "classic/FID" in run.data.metrics
     (dataset_input,) = run.inputs.dataset_inputs

@@ -12,14 +12,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
 
 from orchestration import assets
 from orchestration.definitions import defs
-from orchestration.resources import MLflowTracking, ProjectPaths
+from orchestration.resources import MLflowTracking, ProjectPaths, RawDataWatch
+from vimogen_core.motion.motion import resample
+from vimogen_core.sources.amass import write_amass_npz
+from vimogen_core.sources.deepmimic import load_builtin_clip
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CURATION = [assets.raw_takes, assets.curated_samples, assets.curated_shards, assets.manifest_expectations]
+SOURCES = ("optical_mocap", "in_the_wild_video", "synthetic_video")
 
 
 def resources(state: Path) -> dict:
@@ -27,7 +31,8 @@ def resources(state: Path) -> dict:
 
     return {"paths": ProjectPaths(state_dir=str(state)),
             "mlflow_tracking": MLflowTracking(tracking_uri=f"sqlite:///{state / 'mlflow.db'}"),
-            "pipes_subprocess_client": PipesSubprocessClient()}
+            "pipes_subprocess_client": PipesSubprocessClient(),
+            "raw_data_watch": RawDataWatch(s3_bucket="")}
 
 
 def test_graph_has_every_stage_lineage_and_blocking_check():
@@ -62,12 +67,30 @@ def test_dagster_definitions_validate(tmp_path):
 
 @pytest.fixture(scope="module")
 def curated_state(tmp_path_factory) -> Path:
-    """The sources and curation groups materialised in-process on all 15 built-in clips."""
+    """The sources (partition by partition) and curation groups materialised in-process on all 15
+    built-in clips, plus a new AMASS-style take waiting in the raw inbox (as the sensor would see)."""
     state = tmp_path_factory.mktemp("state")
+    inbox_take = ProjectPaths(state_dir=str(state)).raw_inbox / "optical_mocap" / "lab1" / "walk_amass.npz"
+    inbox_take.parent.mkdir(parents=True)
+    write_amass_npz(inbox_take, resample(load_builtin_clip("walk", min_frames=121).motion, 60.0))
+    inbox_take.with_suffix(".txt").write_text("a person walks forward at an even pace\n")
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(CURATION, resources=resources(state), instance=instance)
+        for source in SOURCES:
+            result = materialize([assets.raw_takes], partition_key=source, resources=resources(state), instance=instance)
+            assert result.success, source
+        result = materialize(CURATION, selection=AssetSelection.groups("curation"), resources=resources(state),
+                             instance=instance)
     assert result.success
     return state
+
+
+def test_source_partitions_and_inbox_take_reach_the_curated_set(curated_state):
+    paths = ProjectPaths(state_dir=str(curated_state))
+    for source in SOURCES:
+        assert (paths.sources / source / "index.jsonl").is_file(), source
+    rows = pq.read_table(paths.manifest, columns=["id", "source", "subset"]).to_pylist()
+    inbox = [row for row in rows if row["id"].startswith("inbox/optical_mocap/lab1/walk_amass")]
+    assert inbox and all(row["source"] == "optical_mocap" and row["subset"] == "inbox" for row in inbox)
 
 
 def test_curation_group_materialises_validated_versioned_shards(curated_state):

@@ -27,19 +27,21 @@ def test_folder_batches_request_one_run_each(tmp_path):
         result, cursor = tick(instance, None, paths, watch)
         assert isinstance(result, SkipReason)
 
-        drop_npz(paths.raw_inbox / "batch1" / "a.npz")
-        drop_npz(paths.raw_inbox / "batch1" / "b.npz")
+        drop_npz(paths.raw_inbox / "optical_mocap" / "batch1" / "a.npz")
+        drop_npz(paths.raw_inbox / "optical_mocap" / "batch1" / "b.npz")
         (paths.raw_inbox / "notes.md").write_text("not motion data")
-        first, cursor = tick(instance, cursor, paths, watch)
+        drop_npz(paths.raw_inbox / "stray.npz")  # not under a source folder: no source to refresh
+        (first,), cursor = tick(instance, cursor, paths, watch)
         assert isinstance(first, RunRequest) and first.tags["vimogen/new_files"] == "2"
+        assert first.partition_key == "optical_mocap"
 
         again, cursor = tick(instance, cursor, paths, watch)
         assert isinstance(again, SkipReason), "files already seen must not request another run"
 
-        drop_npz(paths.raw_inbox / "batch2" / "c.npz")
-        second, cursor = tick(instance, cursor, paths, watch)
+        drop_npz(paths.raw_inbox / "in_the_wild_video" / "batch2" / "c.npz")
+        (second,), cursor = tick(instance, cursor, paths, watch)
         assert isinstance(second, RunRequest) and second.tags["vimogen/new_files"] == "1"
-        assert second.run_key != first.run_key
+        assert second.run_key != first.run_key and second.partition_key == "in_the_wild_video"
 
 
 def test_s3_prefix_batches_request_one_run_each(tmp_path, s3_endpoint):  # noqa: F811
@@ -50,16 +52,23 @@ def test_s3_prefix_batches_request_one_run_each(tmp_path, s3_endpoint):  # noqa:
     source = tmp_path / "take.npz"
     drop_npz(source)
     with DagsterInstance.ephemeral() as instance:
-        storage.upload_file(source, "raw/2026/take1.npz")
-        storage.upload_file(source, "raw/2026/take2.npz")
+        storage.upload_file(source, "raw/in_the_wild_video/2026/take1.npz")
+        storage.upload_file(source, "raw/in_the_wild_video/2026/take2.npz")
         storage.upload_file(source, "elsewhere/ignored.npz")
-        first, cursor = tick(instance, None, paths, watch)
+        (first,), cursor = tick(instance, None, paths, watch)
         assert isinstance(first, RunRequest) and first.tags["vimogen/new_files"] == "2"
+        assert first.partition_key == "in_the_wild_video"
 
         again, cursor = tick(instance, cursor, paths, watch)
         assert isinstance(again, SkipReason)
 
-        storage.upload_file(source, "raw/2026/take3.npz")
-        second, cursor = tick(instance, cursor, paths, watch)
+        storage.upload_file(source, "raw/in_the_wild_video/2026/take3.npz")
+        (second,), cursor = tick(instance, cursor, paths, watch)
         assert isinstance(second, RunRequest) and second.tags["vimogen/new_files"] == "1"
         assert isinstance(tick(instance, cursor, paths, watch)[0], SkipReason)
+
+        # The run the sensor requests fetches the new objects into the inbox for its source partition.
+        fetched = watch.fetch_source("in_the_wild_video", paths.raw_inbox)
+        assert sorted(fetched) == [f"raw/in_the_wild_video/2026/take{i}.npz" for i in (1, 2, 3)]
+        assert (paths.raw_inbox / "in_the_wild_video" / "2026" / "take3.npz").read_bytes() == source.read_bytes()
+        assert watch.fetch_source("in_the_wild_video", paths.raw_inbox) == []

@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = command("sources", cmd_sources, "materialise the raw takes (built-in clips, simulated captures, synthetic video)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--source", dest="sources", action="append", default=None,
+                   help="build only this source (repeatable; default: all)")
+    p.add_argument("--inbox", type=Path, default=None, help="folder of new raw files laid out as <source>/**/<name>.npz")
 
     p = command("curate", cmd_curate, "resample, canonicalise, window, mirror and gate takes into chunk shards")
     p.add_argument("--sources", type=Path, required=True)
@@ -117,7 +120,7 @@ def cmd_sources(args) -> int:
     from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
 
     config = apply_overrides(SourcesConfig(), read_params(args.params, "sources"), f"{args.params}:sources")
-    result = build_sources(args.out, config)
+    result = build_sources(args.out, config, **({"sources": tuple(args.sources)} if args.sources else {}), inbox=args.inbox)
     _print(result)
     return 0
 

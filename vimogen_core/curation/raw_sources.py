@@ -4,6 +4,12 @@ For the embedded default: the built-in optical clips, simulated visual captures 
 recovery style output in camera coordinates, read back through the real HMR ingestion path), and
 the synthetic-video source when its backends are configured. Files are `.npz` archives of plain
 arrays (no pickle) written byte-for-byte reproducibly, so DVC sees identical outputs on a re-run.
+
+Each source is built on its own (`<out>/<source>/index.jsonl`), so one source can be refreshed
+without touching the others. New raw files dropped into an inbox folder laid out as
+`<inbox>/<source>/**/<name>.npz` join their source: AMASS-style archives for optical_mocap,
+mesh-recovery output for the video sources, with captions one per line in `<name>.txt` beside
+them (a take without captions is quarantined by the caption gate like any other).
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vimogen_core.curation.records import RawSample, Rejection
+from vimogen_core.curation.records import SOURCES, RawSample, Rejection
 from vimogen_core.curation.shards import atomic_write_bytes
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.motion import Motion
@@ -26,6 +32,7 @@ from vimogen_core.sources.simulated_capture import CAPTURE_PRESETS, SimulatedCam
 from vimogen_core.sources.synthetic_video import SyntheticVideoSource
 
 INDEX_NAME = "index.jsonl"
+INBOX_KIND = {"optical_mocap": "amass", "in_the_wild_video": "hmr", "synthetic_video": "hmr"}
 _DEFAULT_PROMPTS = (
     "a person jumps over a small obstacle",
     "a person waves with the right hand",
@@ -46,11 +53,12 @@ class SourcesConfig:
 @dataclass
 class SourcesResult:
     out_dir: str
-    index_path: str
+    index_paths: list[str]
     n_takes: int
     by_source: dict[str, int] = field(default_factory=dict)
     by_subset: dict[str, int] = field(default_factory=dict)
     synthetic_video_status: str = ""
+    inbox_ignored: dict[str, str] = field(default_factory=dict)  # inbox file -> why it is not a take
 
     def to_metadata(self) -> dict:
         return asdict(self)
@@ -82,25 +90,13 @@ def _entry(take_id, source, subset, group_id, kind, file, captions, video_captio
     }
 
 
-def build_sources(out_dir: str | Path, config: SourcesConfig = SourcesConfig()) -> SourcesResult:
-    """Write the embedded default's raw takes under `out_dir` and their index."""
-    from vimogen_core.sources.deepmimic import builtin_clip_names, load_builtin_clip
+def _optical_entries(out_dir: Path, config: SourcesConfig) -> list[dict]:
+    from vimogen_core.sources.deepmimic import load_builtin_clip
 
-    out_dir = Path(out_dir)
-    for sub in ("optical_mocap", "in_the_wild_video", "synthetic_video"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    unknown = [p for p in config.capture_presets if p not in CAPTURE_PRESETS]
-    if unknown:
-        raise ValueError(f"unknown capture presets {unknown}; known: {sorted(CAPTURE_PRESETS)}")
-    unknown = sorted(set(config.clips) - set(builtin_clip_names()))
-    if unknown:
-        raise ValueError(f"unknown built-in clips {unknown}; known: {builtin_clip_names()}")
     entries = []
-    for name in config.clips or builtin_clip_names():
+    for name in _clip_names(config):
         clip = load_builtin_clip(name, min_frames=config.min_take_frames)
-        group = f"deepmimic/{clip.name}"
-        motion = clip.motion
-        file = f"optical_mocap/{clip.name}.npz"
+        motion, group, file = clip.motion, f"deepmimic/{clip.name}", f"optical_mocap/{clip.name}.npz"
         write_npz(out_dir / file, {
             "local_rotmats": motion.local_rotmats.numpy(),
             "joints": motion.joints.numpy(),
@@ -109,32 +105,121 @@ def build_sources(out_dir: str | Path, config: SourcesConfig = SourcesConfig()) 
         })
         entries.append(_entry(group, "optical_mocap", "deepmimic", group, "motion", file, clip.captions, clip.video_caption,
                               clip_file=Path(clip.meta.get("file", "")).name))
+    return entries
+
+
+def _simulated_capture_entries(out_dir: Path, config: SourcesConfig) -> list[dict]:
+    from vimogen_core.sources.deepmimic import load_builtin_clip
+
+    entries = []
+    for name in _clip_names(config):
+        clip = load_builtin_clip(name, min_frames=config.min_take_frames)
         for preset in config.capture_presets:
-            capture = simulate_capture(motion, CAPTURE_PRESETS[preset], capture_rng(config.capture_seed, clip.name, preset), config.camera)
+            capture = simulate_capture(clip.motion, CAPTURE_PRESETS[preset], capture_rng(config.capture_seed, clip.name, preset),
+                                       config.camera)
             file = f"in_the_wild_video/{clip.name}__{preset}.npz"
             write_npz(out_dir / file, capture)
-            entries.append(_entry(f"simulated_capture/{clip.name}/{preset}", "in_the_wild_video", "simulated_capture", group, "hmr",
-                                  file, clip.captions, clip.video_caption, capture_preset=preset, simulated=True))
+            entries.append(_entry(f"simulated_capture/{clip.name}/{preset}", "in_the_wild_video", "simulated_capture",
+                                  f"deepmimic/{clip.name}", "hmr", file, clip.captions, clip.video_caption,
+                                  capture_preset=preset, simulated=True))
+    return entries
 
+
+def _synthetic_video_entries(out_dir: Path, config: SourcesConfig) -> tuple[list[dict], str]:
     synthetic = SyntheticVideoSource.from_environment()
-    status = synthetic.unavailable_reason or "configured"
+    entries = []
     for number, capture in enumerate(synthetic.generate(config.synthetic_prompts)):
         file = f"synthetic_video/{number:05d}.npz"
         write_npz(out_dir / file, {k: np.asarray(v) for k, v in capture.hmr_output.items()})
         take_id = f"synthetic_video/{number:05d}"
         entries.append(_entry(take_id, "synthetic_video", "generated", take_id, "hmr", file, [capture.prompt], capture.description,
                               backends=capture.backends))
+    return entries, synthetic.unavailable_reason or "configured"
 
-    text = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in entries)
-    atomic_write_bytes(out_dir / INDEX_NAME, text.encode("utf-8"))
-    atomic_write_bytes(out_dir / "summary.json", json.dumps({"synthetic_video": status, "n_takes": len(entries)}, indent=2).encode())
+
+def _inbox_entries(out_dir: Path, inbox: Path, source: str) -> list[dict]:
+    """Copy the source's inbox archives into the sources folder (so the stage output is self-contained
+    and versioned) and index them; the readers check their contents at curation time."""
+    entries = []
+    folder = inbox / source
+    for path in sorted(folder.rglob("*.npz")) if folder.is_dir() else []:
+        if path.name.startswith("."):  # still being written
+            continue
+        relative = path.relative_to(folder).with_suffix("").as_posix()
+        file = f"{source}/inbox/{relative}.npz"
+        (out_dir / file).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out_dir / file, path.read_bytes())
+        sidecar = path.with_suffix(".txt")
+        captions = [line.strip() for line in sidecar.read_text(encoding="utf-8").splitlines() if line.strip()] \
+            if sidecar.is_file() else []
+        take_id = f"inbox/{source}/{relative}"
+        entries.append(_entry(take_id, source, "inbox", take_id, INBOX_KIND[source], file, captions, "",
+                              inbox_file=str(path)))
+    return entries
+
+
+def _ignored_inbox_files(inbox: Path) -> dict[str, str]:
+    ignored = {}
+    for path in sorted(inbox.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        parts = path.relative_to(inbox).parts
+        if len(parts) < 2 or parts[0] not in SOURCES:
+            ignored[str(path)] = f"not under a source folder ({', '.join(SOURCES)})"
+        elif path.suffix not in (".npz", ".txt"):
+            ignored[str(path)] = "not a take archive (.npz) or its captions (.txt)"
+        elif path.suffix == ".txt" and not path.with_suffix(".npz").is_file():
+            ignored[str(path)] = "captions without a take archive beside them"
+    return ignored
+
+
+def _clip_names(config: SourcesConfig) -> tuple[str, ...]:
+    from vimogen_core.sources.deepmimic import builtin_clip_names
+
+    unknown = sorted(set(config.clips) - set(builtin_clip_names()))
+    if unknown:
+        raise ValueError(f"unknown built-in clips {unknown}; known: {builtin_clip_names()}")
+    return tuple(config.clips) or tuple(builtin_clip_names())
+
+
+def build_sources(out_dir: str | Path, config: SourcesConfig = SourcesConfig(), sources: tuple[str, ...] = SOURCES,
+                  inbox: str | Path | None = None) -> SourcesResult:
+    """Write the raw takes of `sources` under `out_dir/<source>/` with one index per source: the
+    embedded default's takes plus any archives waiting in `inbox`."""
+    out_dir = Path(out_dir)
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown:
+        raise ValueError(f"unknown sources {unknown}; known: {list(SOURCES)}")
+    unknown = [p for p in config.capture_presets if p not in CAPTURE_PRESETS]
+    if unknown:
+        raise ValueError(f"unknown capture presets {unknown}; known: {sorted(CAPTURE_PRESETS)}")
+    inbox = Path(inbox) if inbox is not None else None
+    status = ""
+    all_entries, index_paths = [], []
+    for source in sources:
+        (out_dir / source).mkdir(parents=True, exist_ok=True)
+        if source == "optical_mocap":
+            entries = _optical_entries(out_dir, config)
+        elif source == "in_the_wild_video":
+            entries = _simulated_capture_entries(out_dir, config)
+        else:
+            entries, status = _synthetic_video_entries(out_dir, config)
+        if inbox is not None:
+            entries += _inbox_entries(out_dir, inbox, source)
+        index = out_dir / source / INDEX_NAME
+        atomic_write_bytes(index, "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries).encode("utf-8"))
+        summary = {"n_takes": len(entries)} | ({"synthetic_video": status} if source == "synthetic_video" else {})
+        atomic_write_bytes(out_dir / source / "summary.json", json.dumps(summary, indent=2).encode())
+        index_paths.append(str(index))
+        all_entries += entries
     return SourcesResult(
         out_dir=str(out_dir),
-        index_path=str(out_dir / INDEX_NAME),
-        n_takes=len(entries),
-        by_source=dict(sorted(Counter(e["source"] for e in entries).items())),
-        by_subset=dict(sorted(Counter(e["subset"] for e in entries).items())),
+        index_paths=index_paths,
+        n_takes=len(all_entries),
+        by_source=dict(sorted(Counter(e["source"] for e in all_entries).items())),
+        by_subset=dict(sorted(Counter(e["subset"] for e in all_entries).items())),
         synthetic_video_status=status,
+        inbox_ignored=_ignored_inbox_files(inbox) if inbox is not None and inbox.is_dir() else {},
     )
 
 
@@ -157,6 +242,10 @@ def load_take(entry: dict, root: Path) -> RawSample:
             raise MotionDataError(path, f"missing arrays {sorted(missing)}")
         motion = Motion(torch.from_numpy(arrays["local_rotmats"].astype(np.float64)), torch.from_numpy(arrays["joints"].astype(np.float64)),
                         float(arrays["fps"]), arrays.get("offsets"))
+    elif entry["kind"] == "amass":
+        from vimogen_core.sources.amass import load_amass_npz
+
+        motion = load_amass_npz(path)
     elif entry["kind"] == "hmr":
         # The same reader a real mesh-recovery output goes through: camera -> world, 20 fps, floor.
         from vimogen_core.sources.hmr import load_hmr_output
@@ -179,11 +268,18 @@ def load_take(entry: dict, root: Path) -> RawSample:
 
 
 def iter_source_index(sources_dir: str | Path) -> Iterator[RawSample | Rejection]:
-    """Stream the takes of a sources folder; a take that cannot be loaded comes out as a Rejection."""
+    """Stream the takes of a sources folder, source by source; a take that cannot be loaded comes out
+    as a Rejection."""
     root = Path(sources_dir)
-    index = root / INDEX_NAME
-    if not index.is_file():
-        raise FileNotFoundError(f"{index}: sources index not found (run `vimogen data sources` first)")
+    indexes = [root / source / INDEX_NAME for source in SOURCES if (root / source / INDEX_NAME).is_file()]
+    if not indexes:
+        raise FileNotFoundError(f"{root}: no source index (<source>/{INDEX_NAME}) found (run `vimogen data sources` first)")
+    for index in indexes:
+        yield from _iter_index(index, root)
+
+
+def _iter_index(index: Path, root: Path) -> Iterator[RawSample | Rejection]:
+    label = index.relative_to(root).as_posix()
     with open(index, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -191,10 +287,10 @@ def iter_source_index(sources_dir: str | Path) -> Iterator[RawSample | Rejection
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError as err:
-                yield Rejection(f"{index.name}:{line_number}", "unknown", "unknown", str(index), ("load",), (f"line {line_number}: not JSON ({err})",))
+                yield Rejection(f"{label}:{line_number}", "unknown", "unknown", str(index), ("load",), (f"line {line_number}: not JSON ({err})",))
                 continue
             try:
                 yield load_take(entry, root)
             except (MotionDataError, KeyError, ValueError, OSError) as err:
-                yield Rejection(str(entry.get("id", f"{index.name}:{line_number}")), str(entry.get("source", "unknown")),
+                yield Rejection(str(entry.get("id", f"{label}:{line_number}")), str(entry.get("source", "unknown")),
                                 str(entry.get("subset", "unknown")), str(root / str(entry.get("file", ""))), ("load",), (str(err),))
