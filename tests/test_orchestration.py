@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
+from dagster import AssetKey, AssetSelection, DagsterInstance, load_assets_from_modules, materialize
 
 from orchestration import assets
 from orchestration.definitions import defs
@@ -125,3 +125,31 @@ def test_bad_shard_set_fails_blocking_check_and_training_never_runs(curated_stat
     materialized = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
     assert materialized == {"curated_shards"}
     assert not (state / "runs").exists(), "the training subprocess must not have been launched"
+
+
+def test_training_benchmark_and_registry_groups_materialise_in_process(curated_state, tmp_path):
+    state = tmp_path / "state"
+    shutil.copytree(curated_state, state)
+    ops = {"trained_model": {"config": {"steps": 3, "overrides": ["batch_size=4", "max_frames=60", "log_every=1"],
+                                        "sample_steps": 2}},
+           "local_judge": {"config": {"evaluator_preset": "quick", "evaluator_steps": 20}},
+           "mbench_scores": {"config": {"steps": 2}},
+           "classic_metrics": {"config": {"steps": 2}}}
+    everything = [*load_assets_from_modules([assets]), assets.manifest_expectations]
+    with DagsterInstance.ephemeral() as instance:
+        for group in ("training", "benchmark", "registry"):
+            selection = AssetSelection.groups(group)
+            group_ops = {name: cfg for name, cfg in ops.items() if name in {k.path[-1] for k in selection.resolve(everything)}}
+            result = materialize(everything, selection=selection, run_config={"ops": group_ops},
+                                 resources=resources(state), instance=instance)
+            assert result.success, group
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}",
+                                          registry_uri=f"sqlite:///{state / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("vimogen", "champion")
+    assert client.get_model_version_by_alias("vimogen", "candidate").version == version.version
+    losses = client.get_metric_history(version.run_id, "loss")
+    assert [m.step for m in losses] == [1, 2, 3]
+    assert (state / "bench" / "mbench" / "report.md").is_file() and (state / "bench" / "classic.json").is_file()
+
