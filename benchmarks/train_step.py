@@ -67,7 +67,7 @@ def measure(preset: str, batch_size: int, steps: int, bf16: bool, device: torch.
     torch.manual_seed(0)
     model = ViMoGenDiT(model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-    flow = FlowMatching()
+    flow = FlowMatching(prediction=model_config.prediction)
     text = TextContext(config.text_encoder, config.text_len)
     batches = rank_batches(build_dataset(config), config, 0, 0, 1)
     prepared = []

@@ -4,7 +4,9 @@ import torch
 
 from vimogen_core.model.config import get_preset
 from vimogen_core.model.dit import ViMoGenDiT
-from vimogen_core.model.flow import ClassifierFreeGuidance, FlowMatching, euler_sample, inference_times, smooth_features
+from vimogen_core.model.flow import (
+    ClassifierFreeGuidance, FlowMatching, as_velocity, euler_sample, inference_times, smooth_features,
+)
 
 
 def test_path_target_and_grid():
@@ -91,6 +93,8 @@ def test_guidance_wrapper_around_the_model():
         calls.append(args[0].shape[0])
         return model(*args)
 
+    counted.config = model.config
+
     g = torch.Generator().manual_seed(1)
     b, t = 3, 12
     x, context = torch.randn(b, t, 276, generator=g), torch.randn(b, 5, 384, generator=g)
@@ -106,6 +110,8 @@ def test_guidance_wrapper_around_the_model():
         v_u = model(x, s * 1000, null.expand(b, -1, -1), mask, ref, mask, use_text)
     assert calls == [b + 2]  # one forward: the batch plus the two text-mode samples without text
     want = torch.where(use_text[:, None, None], v_u + 5.0 * (v_c - v_u), v_c)
+    assert model.config.prediction == "data"  # the tiny network outputs clean motion: velocity = (x - x0) / s
+    want = (x - want) / 0.7
     assert (got - want).abs().max() < 1e-4 * want.abs().max()
     out = euler_sample(velocity, (b, t, 276), steps=3, x_mask=mask, generator=torch.Generator().manual_seed(0))
     assert out.shape == (b, t, 276) and torch.isfinite(out).all()
@@ -121,3 +127,17 @@ def test_smoothing_keeps_constants_and_damps_jitter():
     smoothed = smooth_features(jitter)
     assert smoothed.shape == jitter.shape
     assert float(smoothed[5:-5].std()) < 0.2 * float(jitter[5:-5].std())
+
+
+def test_data_prediction_loss_and_velocity():
+    g = torch.Generator().manual_seed(2)
+    x0, e = torch.randn(2, 8, 276, generator=g), torch.randn(2, 8, 276, generator=g)
+    s = torch.tensor([0.3, 0.9])
+    flow = FlowMatching(prediction="data")
+    assert float(flow.loss(x0, x0, e, s, None)) == 0.0  # predicting the clean motion exactly costs nothing
+    x_s = flow.interpolate(x0, e, s)
+    # The exact data prediction turns into the exact velocity e - x0 at any time.
+    assert torch.allclose(as_velocity(x0, x_s, s, "data"), e - x0, atol=1e-5)
+    assert as_velocity(x0, x_s, s, "velocity") is x0
+    with pytest.raises(ValueError, match="prediction"):
+        FlowMatching(prediction="noise")

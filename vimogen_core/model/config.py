@@ -19,8 +19,15 @@ class DiTConfig:
     max_frames: int = 5000
     # The released model attends zero-padded text tokens; own presets may mask them instead.
     mask_text_padding: bool = False
+    # What the network outputs: the flow velocity (the released model) or the clean motion ("data").
+    # A network narrower than its 276 input features cannot carry the noise through its hidden
+    # width, so it cannot output a velocity (which contains the noise); the clean motion lies on a
+    # low-dimensional manifold and fits. The sampler turns a data prediction into a velocity.
+    prediction: str = "velocity"
 
     def __post_init__(self):
+        if self.prediction not in ("velocity", "data"):
+            raise ValueError(f"prediction must be 'velocity' or 'data', got {self.prediction!r}")
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.freq_dim % 2:
@@ -39,8 +46,11 @@ PRESETS: dict[str, DiTConfig] = {
     # The released ViMoGen network (umT5-XXL text features), 2,258,214,420 parameters.
     "released": DiTConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30, text_dim=4096),
     # CPU-trainable sizes on MiniLM (384-d) text features.
-    "tiny": DiTConfig(dim=128, ffn_dim=512, num_heads=4, num_layers=4, text_dim=384, mask_text_padding=True),
-    "small": DiTConfig(dim=256, ffn_dim=1024, num_heads=8, num_layers=8, text_dim=384, mask_text_padding=True),
+    # Both are narrower than the 276 motion features, hence data prediction.
+    "tiny": DiTConfig(dim=128, ffn_dim=512, num_heads=4, num_layers=4, text_dim=384, mask_text_padding=True,
+                      prediction="data"),
+    "small": DiTConfig(dim=256, ffn_dim=1024, num_heads=8, num_layers=8, text_dim=384, mask_text_padding=True,
+                       prediction="data"),
 }
 
 

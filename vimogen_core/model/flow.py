@@ -3,7 +3,8 @@ the loss, an Euler sampler, classifier-free guidance and output smoothing.
 
 Path: x_s = (1 - s) x0 + s e, s in [0, 1] (s = 1 is pure noise); the network predicts the
 velocity v = e - x0, so integrating dx/ds = v from s = 1 down to 0 recovers data. The network
-reads the time as s x 1000.
+reads the time as s x 1000. A network configured for data prediction outputs x0 instead; its
+velocity is (x_s - x0) / s, and its loss is the squared error of x0 with uniform time weight.
 """
 from __future__ import annotations
 
@@ -39,9 +40,12 @@ class FlowMatching:
     """
 
     def __init__(self, shift: float = 5.0, grid_size: int = 1000, root_weight: float = 3.0,
-                 weighting: str = "time"):
+                 weighting: str = "time", prediction: str = "velocity"):
         if weighting not in ("time", "schedule"):
             raise ValueError(f"unknown loss weighting {weighting!r}: use 'time' or 'schedule'")
+        if prediction not in ("velocity", "data"):
+            raise ValueError(f"unknown prediction {prediction!r}: use 'velocity' or 'data'")
+        self.prediction = prediction
         self.shift = shift
         self.grid_size = grid_size
         self.root_weight = root_weight
@@ -72,9 +76,8 @@ class FlowMatching:
         s = s.reshape(-1, *([1] * (x0.dim() - 1)))
         return (1 - s) * x0 + s * noise
 
-    @staticmethod
-    def target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return noise - x0
+    def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return x0 if self.prediction == "data" else noise - x0
 
     @staticmethod
     def timestep_for_model(s: torch.Tensor) -> torch.Tensor:
@@ -82,14 +85,23 @@ class FlowMatching:
 
     def loss(self, pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor,
              frame_mask: torch.Tensor | None) -> torch.Tensor:
-        """Weighted squared velocity error averaged over the valid frames of the batch and all dims.
-        pred/x0/noise (B, T, D), s (B,), frame_mask (B, T) or None."""
+        """Weighted squared error of the prediction (velocity or data) averaged over the valid frames
+        of the batch and all dims. pred/x0/noise (B, T, D), s (B,), frame_mask (B, T) or None."""
         dim_weight = torch.ones(pred.shape[-1], device=pred.device, dtype=pred.dtype)
         dim_weight[ROOT_WEIGHT_DIMS] = self.root_weight
         err = (pred - self.target(x0, noise)).pow(2) * dim_weight  # (B, T, D)
         mask = torch.ones(pred.shape[:2], device=pred.device) if frame_mask is None else frame_mask.float()
-        per_frame = err.mean(-1) * mask * self.time_weight(s).to(pred.device)[:, None]  # (B, T)
+        weight = self.time_weight(s).to(pred.device) if self.prediction == "velocity" else torch.ones_like(s, device=pred.device)
+        per_frame = err.mean(-1) * mask * weight[:, None]  # (B, T)
         return per_frame.sum() / mask.sum().clamp(min=1.0)
+
+
+def as_velocity(output: torch.Tensor, x: torch.Tensor, s: torch.Tensor, prediction: str) -> torch.Tensor:
+    """A network output as the velocity at (x (B, T, D), s (B,)); s > 0 wherever data is predicted
+    (the sampler never evaluates the network at s = 0)."""
+    if prediction == "velocity":
+        return output
+    return (x - output) / s.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
 
 
 def inference_times(steps: int, shift: float = 5.0) -> torch.Tensor:
@@ -168,15 +180,20 @@ class ClassifierFreeGuidance:
             all_ref, all_ref_mask = with_copies(ref_motion), with_copies(ref_motion_mask)
             all_use_text = with_copies(use_text)
 
+        prediction = model.config.prediction
+
         def velocity(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-            timestep = FlowMatching.timestep_for_model(s.reshape(-1).expand(b))  # (B,)
+            s = s.reshape(-1).expand(b)
+            timestep = FlowMatching.timestep_for_model(s)  # (B,)
             if not guided:
-                return model(x, timestep, context, x_mask, ref_motion, ref_motion_mask, use_text, context_mask)
+                out = model(x, timestep, context, x_mask, ref_motion, ref_motion_mask, use_text, context_mask)
+                return as_velocity(out, x, s, prediction)
             out = model(with_copies(x), with_copies(timestep), all_context, all_x_mask, all_ref, all_ref_mask,
                         all_use_text, all_context_mask)  # (B + B_text, T, D)
-            v_cond, v_uncond = out[:b], out[b:]
-            v_text = v_uncond + self.scale * (v_cond.index_select(0, text_rows) - v_uncond)
-            return v_cond.index_copy(0, text_rows, v_text.to(v_cond.dtype))
+            # Guidance is linear, so combining data predictions and then converting equals guiding velocities.
+            cond, uncond = out[:b], out[b:]
+            guided_text = uncond + self.scale * (cond.index_select(0, text_rows) - uncond)
+            return as_velocity(cond.index_copy(0, text_rows, guided_text.to(cond.dtype)), x, s, prediction)
 
         return velocity
 

@@ -84,7 +84,7 @@ class Generator:
         return out
 
     def _generate_batch(self, prompts, lengths, refs, steps, cfg_scale, seed, smooth) -> list[np.ndarray]:
-        from vimogen_core.model.flow import euler_sample, smooth_features
+        from vimogen_core.model.flow import as_velocity, euler_sample, smooth_features
 
         b, t_max = len(prompts), max(lengths)
         device = self.device
@@ -111,10 +111,13 @@ class Generator:
                 both = model(torch.cat([x, x]), torch.cat([timestep, timestep]), torch.cat([context, null]),
                              torch.cat([x_mask, x_mask]), torch.cat([reference, reference]),
                              torch.cat([reference_mask, reference_mask]), torch.cat([use_text, use_text]))
-                v_cond, v_uncond = both[:b], both[b:]
-                # Guidance in text mode only; reference-mode rows use the conditional velocity.
-                return torch.where(guided, v_uncond + cfg_scale * (v_cond - v_uncond), v_cond)
-            return model(x, timestep, context, x_mask, reference, reference_mask, use_text)
+                cond, uncond = both[:b], both[b:]
+                # Guidance in text mode only; reference-mode rows use the conditional output. Guidance
+                # is linear, so guiding data predictions and converting equals guiding velocities.
+                out = torch.where(guided, uncond + cfg_scale * (cond - uncond), cond)
+            else:
+                out = model(x, timestep, context, x_mask, reference, reference_mask, use_text)
+            return as_velocity(out, x, s, self.model_config.prediction)
 
         # Each motion draws noise at its own length: CPU randn fills its last block differently for
         # different sizes, so drawing at the batch's t_max would tie a motion to its batch mates.

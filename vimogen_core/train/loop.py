@@ -176,7 +176,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
     ema = EMA(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
-    flow = FlowMatching()
+    flow = FlowMatching(prediction=model_config.prediction)
     text = TextContext(config.text_encoder, config.text_len, out_dir / "text_cache" if env.is_main else None)
     dataset = build_dataset(config, ckpt.checkpoint_normalizer(payload) if payload else None)
 
