@@ -71,6 +71,19 @@ def test_round_trip_matches_features_computed_directly(shard_set):
     assert (manifest.groupby("shard").size() <= 4).all()
 
 
+def test_chunks_of_shard_size_are_adopted_by_link_with_the_same_content(shard_set, tmp_path):
+    curated, repacked = shard_set  # chunks of 3 re-packed into shards of 4: every frame copied
+    adopted = write_shards(curated.manifest_path, tmp_path / "adopted", samples_per_shard=3)
+    curated_dir = Path(curated.manifest_path).parent
+    for shard in sorted((tmp_path / "adopted").glob("*.npy")):
+        chunk = curated_dir / f"chunk-{shard.name}"  # split chunks: chunk-train-00000.npy -> train-00000.npy
+        assert os.path.samefile(shard, chunk), shard.name  # a hard link, no second copy of the frames
+    def samples(result):
+        return {row["id"]: (row["split"], block.tobytes()) for row, block in iter_shard_samples(Path(result.manifest_path))}
+    assert samples(adopted) == samples(repacked)
+    assert adopted.n_samples == repacked.n_samples and adopted.n_frames == repacked.n_frames
+
+
 def test_flipped_byte_fails_with_checksum_error_naming_the_shard(shard_set, tmp_path):
     _, shards = shard_set
     manifest = pq.read_table(shards.manifest_path).to_pandas()

@@ -257,7 +257,10 @@ def curate_samples(
         (out_dir / name).unlink(missing_ok=True)
 
     manifest = ManifestWriter(out_dir / MANIFEST_NAME)
-    writer = ShardSetWriter(out_dir, CHUNK_PREFIX, manifest, config.samples_per_chunk)
+    # One chunk stream per split: a full chunk is then already a final shard, which the shard stage
+    # adopts by hard link instead of copying its frames again.
+    writers = {split: ShardSetWriter(out_dir, f"{CHUNK_PREFIX}-{split}", manifest, config.samples_per_chunk)
+               for split in SPLITS}
     rejections: list[Rejection] = []
     counts = {key: Counter() for key in ("source", "subset", "split", "gate", "rejected_source")}
     n_takes = 0
@@ -275,25 +278,28 @@ def curate_samples(
                     counts["gate"].update(set(result.gates))
                     counts["rejected_source"][result.source] += 1
                 else:
-                    writer.add(result)
+                    writers[result.split].add(result)
                     counts["source"][result.source] += 1
                     counts["subset"][result.subset] += 1
                     counts["split"][result.split] += 1
             if bar is not None:
                 bar.update(1)
             if sink is not None and n_takes % 500 == 0:
-                sink.log_metrics({"curation/accepted": writer.n_samples, "curation/rejected": len(rejections)}, n_takes)
-        summary = writer.close()
+                accepted = sum(writer.n_samples for writer in writers.values())
+                sink.log_metrics({"curation/accepted": accepted, "curation/rejected": len(rejections)}, n_takes)
+        summaries = [writer.close() for writer in writers.values()]
     except BaseException:
-        writer.abort()
+        for writer in writers.values():
+            writer.abort()
         manifest.abort()
         raise
     finally:
         if bar is not None:
             bar.close()
 
+    chunk_names = {name for summary in summaries for name in summary.shard_names}
     for stale in out_dir.glob(f"{CHUNK_PREFIX}-*{SHARD_SUFFIX}"):
-        if stale.name not in summary.shard_names:
+        if stale.name not in chunk_names:
             stale.unlink()
     atomic_write_parquet(quarantine_table(rejections), out_dir / QUARANTINE_NAME)
     result = CurationResult(
@@ -301,10 +307,10 @@ def curate_samples(
         manifest_path=str(out_dir / MANIFEST_NAME),
         quarantine_path=str(out_dir / QUARANTINE_NAME),
         n_takes=n_takes,
-        n_accepted=summary.n_samples,
+        n_accepted=sum(summary.n_samples for summary in summaries),
         n_rejected=len(rejections),
-        n_chunks=len(summary.shard_names),
-        n_frames=summary.n_frames,
+        n_chunks=len(chunk_names),
+        n_frames=sum(summary.n_frames for summary in summaries),
         by_source=dict(sorted(counts["source"].items())),
         by_subset=dict(sorted(counts["subset"].items())),
         by_split=dict(sorted(counts["split"].items())),

@@ -1,7 +1,9 @@
 """The shard stage: curated chunks (arrival order) -> final shards grouped by split + manifest.
 
 Grouping by split lets a training job fetch only the training shards; the pass is a single stream
-over the chunks (each verified on read) with one open writer per split.
+over the chunks (each verified on read) with one open writer per split. Curation writes one chunk
+stream per split, so with equal chunk and shard sizes every chunk is adopted whole as a shard (a
+hard link) and no frame is copied; other layouts are re-packed sample by sample.
 """
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from vimogen_core.curation.shards import (
     MANIFEST_NAME,
     SHARD_SUFFIX,
     ManifestWriter,
+    ShardReader,
     ShardSetWriter,
     atomic_write_bytes,
-    iter_shard_samples,
+    read_manifest,
     remove_stale_temporaries,
     sha256_file,
 )
@@ -55,17 +58,39 @@ def write_shards(curated_manifest: str | Path, out_dir: str | Path, samples_per_
     manifest_path.unlink(missing_ok=True)  # no manifest may point at shards this run is about to replace
     manifest = ManifestWriter(manifest_path)  # rows stream out shard by shard, in the order shards close
     writers = {split: ShardSetWriter(out_dir, split, manifest, samples_per_shard) for split in SPLITS}
-    stream = iter_shard_samples(Path(curated_manifest))
+    curated_manifest = Path(curated_manifest)
+    table = read_manifest(curated_manifest)
+    chunks = _chunk_rows(table)  # chunk name -> its row indices, in manifest order
+    splits_of = table.column("split").to_pylist()
+    last_chunk = {splits_of[i]: name for name, indices in chunks.items() for i in indices}
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        stream = tqdm(stream, desc="shard", unit="sample")
+        bar = tqdm(total=table.num_rows, desc="shard", unit="sample")
+    count = 0
     try:
-        for count, (row, features) in enumerate(stream, start=1):
-            if row["split"] not in writers:
-                raise ValueError(f"{curated_manifest}: sample {row['id']} has unknown split {row['split']!r}")
-            writers[row["split"]].add_row(row, features)
-            if sink is not None and count % 10000 == 0:
+        for name, indices in chunks.items():
+            rows = table.take(indices).to_pylist()  # one chunk's rows at a time
+            splits = {row["split"] for row in rows}
+            unknown = sorted(splits - set(writers))
+            if unknown:
+                raise ValueError(f"{curated_manifest}: chunk {name} has unknown split(s) {unknown}")
+            path = curated_manifest.parent / name
+            reader = ShardReader(path, rows[0]["shard_sha256"], mmap=False)  # verifies the whole chunk
+            split = next(iter(splits))
+            writer = writers[split]
+            # A single-split chunk that would fill exactly one shard (or end its split) is that shard.
+            if (len(splits) == 1 and writer.at_shard_boundary
+                    and (len(rows) == samples_per_shard or (last_chunk[split] == name and len(rows) < samples_per_shard))):
+                writer.adopt_shard(path, rows, rows[0]["shard_sha256"])
+            else:
+                for row in rows:
+                    writers[row["split"]].add_row(row, reader.read(row["offset"], row["n_frames"], None, row["id"]))
+            count += len(rows)
+            if bar is not None:
+                bar.update(len(rows))
+            if sink is not None:
                 sink.log_metrics({"shard/samples": count}, count)
         summaries = {split: writer.close() for split, writer in writers.items()}
     except BaseException:
@@ -73,6 +98,9 @@ def write_shards(curated_manifest: str | Path, out_dir: str | Path, samples_per_
             writer.abort()
         manifest.abort()
         raise
+    finally:
+        if bar is not None:
+            bar.close()
 
     written = {name for summary in summaries.values() for name in summary.shard_names}
     for stale in out_dir.glob(f"*{SHARD_SUFFIX}"):
@@ -95,3 +123,11 @@ def write_shards(curated_manifest: str | Path, out_dir: str | Path, samples_per_
     if sink is not None:
         sink.log_text(f"wrote {result.n_samples} samples into {result.n_shards} shards ({result.by_split})")
     return result
+
+
+def _chunk_rows(table) -> dict[str, list[int]]:
+    """Row indices of each shard file named in a manifest, in order of first appearance."""
+    chunks: dict[str, list[int]] = {}
+    for index, name in enumerate(table.column("shard").to_pylist()):
+        chunks.setdefault(name, []).append(index)
+    return chunks

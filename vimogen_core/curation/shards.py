@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,6 +245,30 @@ class ShardSetWriter:
         writer = self._open_writer()
         offset, _ = writer.append(features, checksum=row["checksum"])
         self._append_row({**row, "shard": writer.path.name, "offset": offset})
+
+    @property
+    def at_shard_boundary(self) -> bool:
+        return self._writer is None
+
+    def adopt_shard(self, source: Path, rows: list[dict], digest: str) -> None:
+        """Take a complete, verified shard file (`rows` in its order, data-region checksum `digest`)
+        as this set's next shard: a hard link (a copy across file systems), so its frames are not
+        rewritten. Only at a shard boundary, so the result equals adding the rows one by one."""
+        if self._writer is not None:
+            raise ValueError(f"{self.prefix}: a shard is being written; adopt {source} only between shards")
+        target = self.directory / f"{self.prefix}-{len(self.shard_names):05d}{SHARD_SUFFIX}"
+        tmp = target.with_name(f".{target.name}{TEMP_MARKER}{os.getpid()}")
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+        self.shard_names.append(target.name)
+        self.n_samples += len(rows)
+        self.n_frames += sum(row["n_frames"] for row in rows)
+        self.n_bytes += target.stat().st_size
+        self.manifest.write({key: [digest if key == "shard_sha256" else target.name if key == "shard" else row[key]
+                                   for row in rows] for key in self._pending})
 
     def _finish_shard(self) -> None:
         assert self._writer is not None

@@ -12,7 +12,9 @@ from vimogen_core.motion.kinematics import forward_kinematics
 from vimogen_core.motion.skeleton import FPS, LEFT_HIP, MIRROR_PERM, NUM_JOINTS, RIGHT_HIP
 
 # Reflection across the world x = 0 plane and across the body's sagittal plane (SMPL body frame: left = +X).
-_MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+_MIRROR_AXES = torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)  # the reflection x -> -x
+# M R M for M = diag(_MIRROR_AXES) is R with entry (i, j) times m_i m_j: a sign mask, no matmul.
+_MIRROR_SIGNS = _MIRROR_AXES[:, None] * _MIRROR_AXES[None, :]
 
 
 @dataclass(frozen=True)
@@ -125,9 +127,8 @@ def resample(motion: Motion, fps: float = FPS, times: np.ndarray | None = None) 
 def mirror(motion: Motion) -> Motion:
     """Left-right mirror image: reflect x in the world and in the body frame, swap left/right joints."""
     perm = list(MIRROR_PERM)
-    m = _MIRROR.to(motion.local_rotmats.dtype)
-    local = (m @ motion.local_rotmats @ m)[:, perm]
-    joints = (motion.joints * m.diagonal())[:, perm]
+    local = motion.local_rotmats[:, perm] * _MIRROR_SIGNS.to(motion.local_rotmats.dtype)
+    joints = motion.joints[:, perm] * _MIRROR_AXES.to(motion.joints.dtype)
     offsets = None if motion.offsets is None else motion.offsets[perm] * np.array([-1.0, 1.0, 1.0])
     mirrored = Motion(local, joints, motion.fps, offsets)
     return mirrored.with_joints_from_fk(local, joints, joints[:, 0]) if offsets is not None else mirrored
