@@ -1,6 +1,7 @@
 """Rotations, kinematics, the 276-d representation and the motion operations on real clips."""
 import numpy as np
 import pytest
+import roma
 import torch
 
 from vimogen_core.motion import rotations as rot
@@ -141,3 +142,16 @@ def test_normalizer_fit_save_load(tmp_path, shared):
     assert torch.allclose(loaded.denormalize(loaded.normalize(x)), x, atol=1e-4)
     released = Normalizer.from_released(shared / "reference")
     assert released.mean.shape == (FEATURE_DIM,) and np.isfinite(released.std).all()
+
+
+def test_slerp_frames_follows_the_geodesic_between_neighbouring_frames():
+    torch.manual_seed(0)
+    frames = roma.random_rotmat((50, 22), dtype=torch.float64)
+    frames[10] = frames[9]  # equal neighbours: the small-angle branch
+    i0 = torch.randint(0, 49, (80,))
+    i1 = i0 + 1
+    weight = torch.rand(80, 22, dtype=torch.float64)
+    weight[:5], weight[5:10] = 0.0, 1.0
+    relative = roma.rotmat_to_rotvec(frames[i0].transpose(-1, -2) @ frames[i1])  # (80, 22, 3), angle <= pi
+    geodesic = frames[i0] @ roma.rotvec_to_rotmat(relative * weight[..., None])
+    torch.testing.assert_close(rot.slerp_frames(frames, i0, i1, weight), geodesic, atol=1e-12, rtol=0)

@@ -119,7 +119,7 @@ def resample(motion: Motion, fps: float = FPS, times: np.ndarray | None = None) 
     i1 = torch.searchsorted(times, target, right=True).clamp(1, n_in - 1)
     i0 = i1 - 1
     w = ((target - times[i0]) / (times[i1] - times[i0])).clamp(0.0, 1.0)
-    local = rot.slerp_matrices(motion.local_rotmats[i0], motion.local_rotmats[i1], w[:, None].expand(-1, NUM_JOINTS))
+    local = rot.slerp_frames(motion.local_rotmats, i0, i1, w[:, None].expand(-1, NUM_JOINTS))
     joints = motion.joints[i0] + (motion.joints[i1] - motion.joints[i0]) * w[:, None, None]
     return motion.with_joints_from_fk(local, joints, joints[:, 0], fps)
 

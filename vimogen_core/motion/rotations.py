@@ -39,10 +39,24 @@ def rot6d_to_matrix(rot6d: torch.Tensor) -> torch.Tensor:
     return roma.special_gramschmidt(rot6d.reshape(*rot6d.shape[:-1], 3, 2))
 
 
-def slerp_matrices(r0: torch.Tensor, r1: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Geodesic interpolation r0 -> r1; weight broadcasts over the leading dims of r0 (..., 3, 3)."""
-    relative = matrix_to_axis_angle(r0.transpose(-1, -2) @ r1)  # (..., 3)
-    return r0 @ axis_angle_to_matrix(relative * weight[..., None])
+def slerp_frames(rotmats: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Geodesic interpolation from frame i0 to frame i1 of `rotmats` (N, ..., 3, 3) by `weight`
+    (M, ...), for M output frames -> (M, ..., 3, 3). Every source frame becomes a quaternion once,
+    and the interpolation itself is elementwise (no per-output-frame matrix logarithm)."""
+    quats = roma.rotmat_to_unitquat(rotmats)  # (N, ..., 4)
+    q0, q1 = quats[i0], quats[i1]  # (M, ..., 4)
+    q1 = torch.where((q0 * q1).sum(-1, keepdim=True) < 0, -q1, q1)  # the shorter arc
+    # Half the angle between the quaternions; atan2 of chord lengths stays accurate near zero.
+    half = torch.atan2((q1 - q0).norm(dim=-1, keepdim=True), (q1 + q0).norm(dim=-1, keepdim=True))
+    theta = 2 * half
+    w = weight[..., None]
+    sin_theta = torch.sin(theta)
+    tiny = sin_theta < 1e-9  # (nearly) equal rotations: linear blend, renormalised below
+    safe = torch.where(tiny, torch.ones_like(sin_theta), sin_theta)
+    a = torch.where(tiny, 1 - w, torch.sin((1 - w) * theta) / safe)
+    b = torch.where(tiny, w, torch.sin(w * theta) / safe)
+    q = a * q0 + b * q1
+    return roma.unitquat_to_rotmat(q / q.norm(dim=-1, keepdim=True))
 
 
 def matrix_power(matrix: torch.Tensor, fraction: float) -> torch.Tensor:

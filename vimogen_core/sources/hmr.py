@@ -101,7 +101,7 @@ def _resample_camera(rotation: torch.Tensor, translation: torch.Tensor, source_f
     i1 = torch.searchsorted(times, target, right=True).clamp(1, n_in - 1)
     i0 = i1 - 1
     w = ((target - times[i0]) * source_fps).clamp(0.0, 1.0)
-    return (rot.slerp_matrices(rotation[i0], rotation[i1], w),
+    return (rot.slerp_frames(rotation, i0, i1, w),
             translation[i0] + (translation[i1] - translation[i0]) * w[:, None])
 
 
