@@ -1,4 +1,6 @@
 """Rotations, kinematics, the 276-d representation and the motion operations on real clips."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import roma
@@ -9,7 +11,7 @@ from vimogen_core.motion.kinematics import forward_kinematics
 from vimogen_core.motion.motion import Motion, canonicalize, mirror, resample
 from vimogen_core.motion.representation import (
     FEATURE_DIM, REF_INDEX, Normalizer, encode_features, features_to_joints,
-    features_to_joints_integrated, features_to_rotations, features_to_smpl, reference_features,
+    features_to_joints_integrated, features_to_rotations, features_to_smpl, mirror_features, reference_features,
 )
 from vimogen_core.motion.skeleton import MIRROR_PERM, PARENTS, bone_lengths, rest_offsets
 from vimogen_core.sources.deepmimic import load_builtin_clip
@@ -155,3 +157,11 @@ def test_slerp_frames_follows_the_geodesic_between_neighbouring_frames():
     relative = roma.rotmat_to_rotvec(frames[i0].transpose(-1, -2) @ frames[i1])  # (80, 22, 3), angle <= pi
     geodesic = frames[i0] @ roma.rotvec_to_rotmat(relative * weight[..., None])
     torch.testing.assert_close(rot.slerp_frames(frames, i0, i1, weight), geodesic, atol=1e-12, rtol=0)
+
+
+def test_mirror_features_equal_encoding_the_mirror_image():
+    clip = load_builtin_clip("cartwheel")
+    motion = replace(canonicalize(clip.motion), offsets=None)  # reflect the joints, no FK re-solve
+    expected = mirror(motion).features().numpy()
+    np.testing.assert_array_equal(mirror_features(motion.features().numpy()), expected)
+    np.testing.assert_array_equal(mirror_features(mirror_features(expected)), expected)  # an involution

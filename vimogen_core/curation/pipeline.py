@@ -11,7 +11,7 @@ import multiprocessing
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,8 +32,8 @@ from vimogen_core.curation.shards import (
     quarantine_table,
     remove_stale_temporaries,
 )
-from vimogen_core.motion.motion import canonicalize, mirror, resample
-from vimogen_core.motion.representation import JOINT_POS
+from vimogen_core.motion.motion import canonicalize, mirror_joints, resample
+from vimogen_core.motion.representation import JOINT_POS, mirror_features
 from vimogen_core.motion.skeleton import FPS
 
 if TYPE_CHECKING:
@@ -171,19 +171,22 @@ def curate_take(raw: RawSample, config: CurationConfig = CurationConfig(), judge
     for start in starts:
         window = canonicalize(motion.slice(start, start + config.gates.max_frames + 1), set_floor=set_floor)
         window_id = raw.id if len(starts) == 1 else f"{raw.id}@{start}"
-        # Reflection maps joints exactly, so the mirror needs no forward kinematics (offsets=None skips
-        # it); and every joint statistic (speeds, jitter, bone lengths, heights, travel) is invariant
-        # under reflection plus the left/right swap, so the mirror reuses the original's.
-        variants = [(window, False)] + ([(mirror(replace(window, offsets=None)), True)] if config.mirror else [])
-        joints = window.joints.numpy()
-        joint_stats = motion_statistics(joints, config.fps) if np.isfinite(joints).all() else None
-        for variant, mirrored in variants:
+        joints = window.joints  # (T, 22, 3)
+        features = window.features().numpy()  # (T-1, 276)
+        # Every joint statistic (speeds, jitter, bone lengths, heights, travel) is invariant under
+        # reflection plus the left/right swap, so the mirror reuses the original's; its joints and
+        # features are exact sign flips and permutations of the original's (no FK, no re-encoding).
+        joint_stats = motion_statistics(joints.numpy(), config.fps) if torch.isfinite(joints).all() else None
+        variants = [(joints.numpy(), features, False)]
+        if config.mirror:
+            variants.append((mirror_joints(joints).numpy(), mirror_features(features), True))
+        for variant_joints, variant_features, mirrored in variants:
             out.append(
                 _gate_and_build(
                     raw,
                     f"{window_id}~mirror" if mirrored else window_id,
-                    variant.joints.numpy(),
-                    variant.features().numpy(),
+                    variant_joints,
+                    variant_features,
                     tuple(mirror_caption(c) for c in captions) if mirrored else captions,
                     mirror_caption(video_caption) if mirrored else video_caption,
                     mirrored,

@@ -124,11 +124,16 @@ def resample(motion: Motion, fps: float = FPS, times: np.ndarray | None = None) 
     return motion.with_joints_from_fk(local, joints, joints[:, 0], fps)
 
 
+def mirror_joints(joints: torch.Tensor) -> torch.Tensor:
+    """(..., 22, 3) world joints -> those of the mirror image (x negated, left/right swapped)."""
+    return joints[..., list(MIRROR_PERM), :] * _MIRROR_AXES.to(joints.dtype)
+
+
 def mirror(motion: Motion) -> Motion:
     """Left-right mirror image: reflect x in the world and in the body frame, swap left/right joints."""
     perm = list(MIRROR_PERM)
     local = motion.local_rotmats[:, perm] * _MIRROR_SIGNS.to(motion.local_rotmats.dtype)
-    joints = motion.joints[:, perm] * _MIRROR_AXES.to(motion.joints.dtype)
+    joints = mirror_joints(motion.joints)
     offsets = None if motion.offsets is None else motion.offsets[perm] * np.array([-1.0, 1.0, 1.0])
     mirrored = Motion(local, joints, motion.fps, offsets)
     return mirrored.with_joints_from_fk(local, joints, joints[:, 0]) if offsets is not None else mirrored

@@ -17,7 +17,7 @@ import torch
 
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion import rotations as rot
-from vimogen_core.motion.skeleton import NUM_JOINTS
+from vimogen_core.motion.skeleton import MIRROR_PERM, NUM_JOINTS
 
 FEATURE_DIM = 276
 REF_FEATURE_DIM = 138
@@ -50,6 +50,37 @@ def encode_features(local_rotmats: torch.Tensor, joints: torch.Tensor) -> torch.
         joints[..., 1:, 0, :] - joints[..., :-1, 0, :],
     ]
     return torch.cat(pieces, dim=-1)
+
+
+def _mirror_feature_map() -> tuple[np.ndarray, np.ndarray]:
+    """(source channel, sign) per feature channel of the mirror image: a reflection x -> -x with
+    left/right swapped turns every rotation R into M R M (rot6d entry (i, j) times m_i m_j) and every
+    position or velocity v into M v, and moves each joint's channels to its mirror joint."""
+    axes = np.array([-1.0, 1.0, 1.0])
+    rot6d_sign = np.array([axes[i] * axes[j] for i in range(3) for j in range(2)])  # [R00, R01, R10, ...]
+    source = np.arange(FEATURE_DIM)
+    sign = np.ones(FEATURE_DIM)
+    for joint in range(1, NUM_JOINTS):  # body pose: joints 1..21, 6 channels each
+        new, old = POSE6D.start + 6 * (joint - 1), POSE6D.start + 6 * (MIRROR_PERM[joint] - 1)
+        source[new:new + 6], sign[new:new + 6] = np.arange(old, old + 6), rot6d_sign
+    for block in (JOINT_POS, JOINT_VEL):
+        for joint in range(NUM_JOINTS):
+            new, old = block.start + 3 * joint, block.start + 3 * MIRROR_PERM[joint]
+            source[new:new + 3], sign[new:new + 3] = np.arange(old, old + 3), axes
+    for block in (ROOT_ROT6D, ROOT_ANGVEL):
+        sign[block] = rot6d_sign
+    for block in (ROOT_TRANS, ROOT_VEL):
+        sign[block] = axes
+    return source, sign
+
+
+_MIRROR_SOURCE, _MIRROR_SIGN = _mirror_feature_map()
+
+
+def mirror_features(feats: np.ndarray) -> np.ndarray:
+    """(..., T, 276) -> the features of the mirror image, exactly what encoding `motion.mirror` of
+    the motion gives (only signs and channel order change), without re-encoding."""
+    return feats[..., _MIRROR_SOURCE] * _MIRROR_SIGN.astype(feats.dtype)
 
 
 def features_to_joints(feats: torch.Tensor) -> torch.Tensor:
