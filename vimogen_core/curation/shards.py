@@ -254,7 +254,7 @@ class ShardSetWriter:
         """Take a complete, verified shard file (`rows` in its order, data-region checksum `digest`)
         as this set's next shard: a hard link (a copy across file systems), so its frames are not
         rewritten. Only at a shard boundary, so the result equals adding the rows one by one."""
-        if self._writer is not None:
+        if not self.at_shard_boundary:
             raise ValueError(f"{self.prefix}: a shard is being written; adopt {source} only between shards")
         target = self.directory / f"{self.prefix}-{len(self.shard_names):05d}{SHARD_SUFFIX}"
         tmp = target.with_name(f".{target.name}{TEMP_MARKER}{os.getpid()}")
