@@ -35,6 +35,28 @@ def test_rotation_round_trips_within_1e6():
     assert torch.allclose(rot.matrix_to_axis_angle(rot.axis_angle_to_matrix(aa)), aa, atol=1e-6)
 
 
+def test_rotation_conversions_agree_with_roma_from_zero_to_pi():
+    """roma is an independent implementation; the angles include 0, 1e-9, and within 1e-7 of pi."""
+    g = torch.Generator().manual_seed(1)
+    axes = torch.nn.functional.normalize(torch.randn(600, 3, generator=g, dtype=torch.float64), dim=-1)
+    angles = torch.cat([torch.zeros(100), torch.full((100,), 1e-9), torch.rand(200, generator=g) * torch.pi,
+                        torch.full((200,), torch.pi - 1e-7)]).to(torch.float64)
+    aa = axes * angles[:, None]
+    mats = rot.axis_angle_to_matrix(aa)
+    torch.testing.assert_close(mats, roma.rotvec_to_rotmat(aa), atol=1e-12, rtol=0)
+    xyzw = roma.rotmat_to_unitquat(mats)
+    wxyz = torch.cat([xyzw[:, 3:], xyzw[:, :3]], dim=-1)
+    ours = rot.matrix_to_quat(mats)
+    same_sign = torch.where((ours * wxyz).sum(-1, keepdim=True) < 0, -wxyz, wxyz)  # q and -q are one rotation
+    torch.testing.assert_close(ours, same_sign, atol=1e-12, rtol=0)
+    torch.testing.assert_close(rot.quat_to_matrix(ours), mats, atol=1e-12, rtol=0)
+    back = rot.axis_angle_to_matrix(rot.matrix_to_axis_angle(mats))  # the rotvec of an angle-pi turn has two signs
+    torch.testing.assert_close(back, mats, atol=1e-7, rtol=0)
+    torch.testing.assert_close(rot.matrix_to_axis_angle(mats[:400]), roma.rotmat_to_rotvec(mats[:400]), atol=1e-9, rtol=0)
+    six = torch.randn(300, 6, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(rot.rot6d_to_matrix(six), roma.special_gramschmidt(six.reshape(300, 3, 2)), atol=1e-12, rtol=0)
+
+
 def test_rot6d_layout_is_first_two_columns_row_by_row():
     m = torch.arange(9, dtype=torch.float64).reshape(3, 3)
     assert rot.matrix_to_rot6d(m).tolist() == [0, 1, 3, 4, 6, 7]

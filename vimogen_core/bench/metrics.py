@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import find_peaks
 
 from vimogen_core.errors import MotionDataError
 
@@ -220,6 +219,10 @@ def _foot_floating(packed: _Packed, contact: np.ndarray) -> np.ndarray:
     keep = (ends - starts + 1) >= MIN_RUN
     starts, ends = starts[keep], ends[keep]
     if len(starts):
+        # Imported here: scipy.signal costs about a second to import, which every curation worker
+        # (that uses this module only for Jitter_Degree) would pay at start.
+        from scipy.signal import find_peaks
+
         # Angles for f = s+1..e of every overlap at once, then peaks per overlap.
         lengths = ends - starts  # frames per angle series
         frame = np.concatenate([np.arange(s + 1, e + 1) for s, e in zip(starts, ends, strict=True)])

@@ -28,6 +28,11 @@ class Motion:
     fps: float
     offsets: np.ndarray | None = None
 
+    def __reduce__(self):
+        # Between processes as plain arrays: torch's own tensor pickling moves every tensor through
+        # a shared-memory segment and a file-descriptor handshake, which costs more than the copy.
+        return _motion_from_arrays, (self.local_rotmats.numpy(), self.joints.numpy(), self.fps, self.offsets)
+
     @property
     def n_frames(self) -> int:
         return int(self.joints.shape[0])
@@ -80,6 +85,10 @@ class Motion:
 
     def slice(self, start: int, stop: int) -> "Motion":
         return replace(self, local_rotmats=self.local_rotmats[start:stop], joints=self.joints[start:stop])
+
+
+def _motion_from_arrays(local_rotmats: np.ndarray, joints: np.ndarray, fps: float, offsets: np.ndarray | None) -> Motion:
+    return Motion(torch.from_numpy(local_rotmats), torch.from_numpy(joints), fps, offsets)
 
 
 def facing_rotation(joints: torch.Tensor) -> torch.Tensor:

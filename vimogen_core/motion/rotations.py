@@ -2,31 +2,74 @@
 the first two columns of the matrix stored row by row, [R00, R01, R10, R11, R20, R21]."""
 from __future__ import annotations
 
-import roma
 import torch
+
+# Below this angle (rad) the Rodrigues coefficients come from their Taylor series: sin(t)/t and
+# (1 - cos t)/t^2 lose all precision to cancellation as t -> 0.
+_SMALL_ANGLE = 1e-4
+
+
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    """(..., 3) -> (..., 3, 3) cross-product matrices [v]x."""
+    zero = torch.zeros_like(v[..., 0])
+    x, y, z = v.unbind(-1)
+    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*v.shape[:-1], 3, 3)
 
 
 def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
-    """(..., 3) rotation vectors -> (..., 3, 3)."""
-    return roma.rotvec_to_rotmat(axis_angle)
+    """(..., 3) rotation vectors -> (..., 3, 3) by Rodrigues' formula R = I + a [v]x + b [v]x^2."""
+    angle = axis_angle.norm(dim=-1)[..., None, None]  # (..., 1, 1)
+    small = angle < _SMALL_ANGLE
+    safe = torch.where(small, torch.ones_like(angle), angle)
+    a = torch.where(small, 1 - angle**2 / 6, torch.sin(safe) / safe)
+    b = torch.where(small, 0.5 - angle**2 / 24, (1 - torch.cos(safe)) / safe**2)
+    k = _skew(axis_angle)
+    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
+    return eye + a * k + b * (k @ k)
 
 
 def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
-    """(..., 3, 3) -> (..., 3) rotation vectors with angle in [0, pi]."""
-    return roma.rotmat_to_rotvec(matrix)
+    """(..., 3, 3) -> (..., 3) rotation vectors with angle in [0, pi], through the quaternion
+    (accurate at every angle, unlike acos of the trace near 0 and pi)."""
+    quat = matrix_to_quat(matrix)  # (..., 4), w >= 0
+    w, xyz = quat[..., :1], quat[..., 1:]
+    sin_half = xyz.norm(dim=-1, keepdim=True)
+    angle = 2 * torch.atan2(sin_half, w)
+    small = sin_half < _SMALL_ANGLE
+    scale = torch.where(small, 2 / w.clamp_min(0.5), angle / torch.where(small, torch.ones_like(sin_half), sin_half))
+    return xyz * scale
 
 
 def quat_to_matrix(quat_wxyz: torch.Tensor) -> torch.Tensor:
     """(..., 4) w-first quaternions (normalised here) -> (..., 3, 3)."""
-    xyzw = torch.cat([quat_wxyz[..., 1:], quat_wxyz[..., :1]], dim=-1)
-    return roma.unitquat_to_rotmat(xyzw / xyzw.norm(dim=-1, keepdim=True))
+    w, x, y, z = (quat_wxyz / quat_wxyz.norm(dim=-1, keepdim=True)).unbind(-1)
+    entries = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ]
+    return torch.stack(entries, dim=-1).reshape(*quat_wxyz.shape[:-1], 3, 3)
 
 
 def matrix_to_quat(matrix: torch.Tensor) -> torch.Tensor:
-    """(..., 3, 3) -> (..., 4) w-first unit quaternions with w >= 0."""
-    xyzw = roma.rotmat_to_unitquat(matrix)
-    wxyz = torch.cat([xyzw[..., 3:], xyzw[..., :3]], dim=-1)
-    return torch.where(wxyz[..., :1] < 0, -wxyz, wxyz)
+    """(..., 3, 3) -> (..., 4) w-first unit quaternions with w >= 0. Shepperd's method: of the four
+    ways to read the quaternion off the matrix, take the one dividing by its largest component."""
+    m = matrix.reshape(*matrix.shape[:-2], 9)
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m.unbind(-1)
+    trace = m00 + m11 + m22
+    candidates = torch.stack(
+        [
+            torch.stack([1 + trace, m21 - m12, m02 - m20, m10 - m01], dim=-1),  # w largest
+            torch.stack([m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20], dim=-1),  # x largest
+            torch.stack([m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21], dim=-1),  # y largest
+            torch.stack([m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22], dim=-1),  # z largest
+        ],
+        dim=-2,
+    )  # (..., 4, 4): each row is 4 q_k q (k = its largest component), up to scale
+    best = torch.stack([trace, m00, m11, m22], dim=-1).argmax(dim=-1)  # (...,)
+    quat = torch.gather(candidates, -2, best[..., None, None].expand(*best.shape, 1, 4))[..., 0, :]
+    quat = quat / quat.norm(dim=-1, keepdim=True)
+    return torch.where(quat[..., :1] < 0, -quat, quat)
 
 
 def matrix_to_rot6d(matrix: torch.Tensor) -> torch.Tensor:
@@ -35,15 +78,19 @@ def matrix_to_rot6d(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def rot6d_to_matrix(rot6d: torch.Tensor) -> torch.Tensor:
-    """(..., 6) -> (..., 3, 3) by Gram-Schmidt on the two stored columns."""
-    return roma.special_gramschmidt(rot6d.reshape(*rot6d.shape[:-1], 3, 2))
+    """(..., 6) -> (..., 3, 3) by Gram-Schmidt on the two stored columns; the third is their cross product."""
+    columns = rot6d.reshape(*rot6d.shape[:-1], 3, 2)
+    first = torch.nn.functional.normalize(columns[..., 0], dim=-1)
+    second = columns[..., 1] - (first * columns[..., 1]).sum(-1, keepdim=True) * first
+    second = torch.nn.functional.normalize(second, dim=-1)
+    return torch.stack([first, second, torch.linalg.cross(first, second, dim=-1)], dim=-1)
 
 
 def slerp_frames(rotmats: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Geodesic interpolation from frame i0 to frame i1 of `rotmats` (N, ..., 3, 3) by `weight`
     (M, ...), for M output frames -> (M, ..., 3, 3). Every source frame becomes a quaternion once,
     and the interpolation itself is elementwise (no per-output-frame matrix logarithm)."""
-    quats = roma.rotmat_to_unitquat(rotmats)  # (N, ..., 4)
+    quats = matrix_to_quat(rotmats)  # (N, ..., 4)
     q0, q1 = quats[i0], quats[i1]  # (M, ..., 4)
     q1 = torch.where((q0 * q1).sum(-1, keepdim=True) < 0, -q1, q1)  # the shorter arc
     # Half the angle between the quaternions; atan2 of chord lengths stays accurate near zero.
@@ -56,7 +103,7 @@ def slerp_frames(rotmats: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor, weig
     a = torch.where(tiny, 1 - w, torch.sin((1 - w) * theta) / safe)
     b = torch.where(tiny, w, torch.sin(w * theta) / safe)
     q = a * q0 + b * q1
-    return roma.unitquat_to_rotmat(q / q.norm(dim=-1, keepdim=True))
+    return quat_to_matrix(q)
 
 
 def matrix_power(matrix: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -66,6 +113,6 @@ def matrix_power(matrix: torch.Tensor, fraction: float) -> torch.Tensor:
 
 def rotation_about_z(angle: torch.Tensor) -> torch.Tensor:
     """(...,) angles -> (..., 3, 3) rotations about the world up axis."""
-    axis = torch.zeros(*angle.shape, 3, dtype=angle.dtype, device=angle.device)
-    axis[..., 2] = angle
-    return axis_angle_to_matrix(axis)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero, one = torch.zeros_like(angle), torch.ones_like(angle)
+    return torch.stack([cos, -sin, zero, sin, cos, zero, zero, zero, one], dim=-1).reshape(*angle.shape, 3, 3)
