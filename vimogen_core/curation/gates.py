@@ -82,25 +82,31 @@ class LocomotionJudge:
 
 
 def motion_statistics(joints: np.ndarray, fps: float) -> dict[str, float]:
-    """Per-sample statistics recorded in the manifest and checked by the expectation suite."""
-    joints = np.asarray(joints, dtype=np.float64)  # (T, 22, 3)
-    step = np.diff(joints, axis=0)  # (T-1, 22, 3)
-    speed = np.sqrt(np.einsum("tjc,tjc->tj", step, step)) * fps  # (T-1, 22) m/s
-    bone_vectors = joints[:, 1:] - joints[:, _PARENT_INDEX]  # (T, 21, 3)
-    bones = np.sqrt(np.einsum("tjc,tjc->tj", bone_vectors, bone_vectors))  # (T, 21)
-    mean_bone = bones.mean(axis=0)  # (21,)
-    bone_deviation = (bones.max(axis=0) - bones.min(axis=0)) / np.maximum(mean_bone, 1e-6)  # (21,) relative range
-    femur = 0.5 * (mean_bone[3] + mean_bone[4])  # bones to joints 4, 5 = left/right knee
-    return {
-        "jitter": float(jitter_degree(joints)),  # the MBench implementation (DESIGN.md section 8)
-        "mean_joint_speed": float(speed.mean()),
-        "max_joint_speed": float(speed.max()),
-        "root_travel": float(np.linalg.norm(step[:, 0, :2], axis=-1).sum()),
-        "min_height": float(joints[..., 2].min()),
-        "max_height": float(joints[..., 2].max()),
-        "max_bone_deviation": float(bone_deviation.max()),
-        "femur_length": float(femur),
+    """Per-sample statistics recorded in the manifest and checked by the expectation suite; joints (T, 22, 3)."""
+    return motion_statistics_batch(np.asarray(joints)[None], fps)[0]
+
+
+def motion_statistics_batch(joints: np.ndarray, fps: float) -> list[dict[str, float]]:
+    """`motion_statistics` of each of B equally long motions at once; joints (B, T, 22, 3)."""
+    joints = np.asarray(joints, dtype=np.float64)
+    step = np.diff(joints, axis=1)  # (B, T-1, 22, 3)
+    speed = np.sqrt(np.einsum("btjc,btjc->btj", step, step)) * fps  # (B, T-1, 22) m/s
+    bone_vectors = joints[:, :, 1:] - joints[:, :, _PARENT_INDEX]  # (B, T, 21, 3)
+    bones = np.sqrt(np.einsum("btjc,btjc->btj", bone_vectors, bone_vectors))  # (B, T, 21)
+    mean_bone = bones.mean(axis=1)  # (B, 21)
+    bone_deviation = (bones.max(axis=1) - bones.min(axis=1)) / np.maximum(mean_bone, 1e-6)  # (B, 21) relative range
+    height = joints[..., 2]  # (B, T, 22)
+    columns = {
+        "jitter": np.asarray(jitter_degree(list(joints))),  # the MBench implementation (DESIGN.md section 8)
+        "mean_joint_speed": speed.mean(axis=(1, 2)),
+        "max_joint_speed": speed.max(axis=(1, 2)),
+        "root_travel": np.sqrt(np.einsum("btc,btc->bt", step[:, :, 0, :2], step[:, :, 0, :2])).sum(axis=1),
+        "min_height": height.min(axis=(1, 2)),
+        "max_height": height.max(axis=(1, 2)),
+        "max_bone_deviation": bone_deviation.max(axis=1),
+        "femur_length": 0.5 * (mean_bone[:, 3] + mean_bone[:, 4]),  # bones to joints 4, 5 = left/right knee
     }
+    return [{name: float(values[b]) for name, values in columns.items()} for b in range(len(joints))]
 
 
 def check_finite(*arrays: np.ndarray | None) -> str | None:

@@ -19,7 +19,15 @@ import numpy as np
 import torch
 
 from vimogen_core.curation.captions import clean_captions, mirror_caption
-from vimogen_core.curation.gates import GATE_PRESETS, CaptionJudge, GateConfig, check_finite, evaluate_gates, motion_statistics
+from vimogen_core.curation.gates import (
+    GATE_PRESETS,
+    CaptionJudge,
+    GateConfig,
+    check_finite,
+    evaluate_gates,
+    motion_statistics,
+    motion_statistics_batch,
+)
 from vimogen_core.curation.records import SOURCES, SPLITS, VIDEO_SOURCES, CuratedSample, RawSample, Rejection, assign_split
 from vimogen_core.curation.shards import (
     MANIFEST_NAME,
@@ -32,8 +40,8 @@ from vimogen_core.curation.shards import (
     quarantine_table,
     remove_stale_temporaries,
 )
-from vimogen_core.motion.motion import canonicalize, mirror_joints, resample
-from vimogen_core.motion.representation import JOINT_POS, mirror_features
+from vimogen_core.motion.motion import canonicalize_arrays, mirror_joints, resample
+from vimogen_core.motion.representation import JOINT_POS, encode_features, mirror_features
 from vimogen_core.motion.skeleton import FPS
 
 if TYPE_CHECKING:
@@ -166,37 +174,44 @@ def curate_take(raw: RawSample, config: CurationConfig = CurationConfig(), judge
         return [_reject(raw, raw.id, [("non_finite", problem)], {})]
     motion = resample(motion, config.fps)
     set_floor = raw.source in VIDEO_SOURCES  # recovered heights are not trustworthy; the floor is re-found
-    starts = window_starts(motion.n_frames, config.gates.max_frames + 1, config.window_stride)
+    length = config.gates.max_frames + 1
+    starts = window_starts(motion.n_frames, length, config.window_stride)
+    # All windows of the take at once: they share one length (a take no longer than a window is its only one).
+    frames = torch.arange(min(length, motion.n_frames))[None, :] + torch.tensor(starts)[:, None]  # (W, L)
+    local, joints = canonicalize_arrays(motion.local_rotmats[frames], motion.joints[frames], set_floor)  # (W, L, 22, ...)
+    features = encode_features(local, joints).float().numpy()  # (W, L-1, 276)
+    joints_np = joints.numpy()  # (W, L, 22, 3)
+    finite = np.isfinite(joints_np).all(axis=(1, 2, 3))  # (W,)
+    # Every joint statistic (speeds, jitter, bone lengths, heights, travel) is invariant under
+    # reflection plus the left/right swap, so the mirror reuses the original's; its joints and
+    # features are exact sign flips and permutations of the original's (no FK, no re-encoding).
+    finite_stats = iter(motion_statistics_batch(joints_np[finite], config.fps))
+    joint_stats = [next(finite_stats) if ok else None for ok in finite]
+    variants = [(joints_np, features, False, captions, video_caption)]
+    if config.mirror:
+        variants.append((mirror_joints(joints).numpy(), mirror_features(features), True,
+                         tuple(mirror_caption(c) for c in captions), mirror_caption(video_caption)))
+    # a camera pose stays valid only for the whole, unmirrored take
+    whole_take = len(starts) == 1 and frames.shape[1] == motion.n_frames
     out: list[CuratedSample | Rejection] = []
-    for start in starts:
-        window = canonicalize(motion.slice(start, start + config.gates.max_frames + 1), set_floor=set_floor)
+    for w, start in enumerate(starts):
         window_id = raw.id if len(starts) == 1 else f"{raw.id}@{start}"
-        joints = window.joints  # (T, 22, 3)
-        features = window.features().numpy()  # (T-1, 276)
-        # Every joint statistic (speeds, jitter, bone lengths, heights, travel) is invariant under
-        # reflection plus the left/right swap, so the mirror reuses the original's; its joints and
-        # features are exact sign flips and permutations of the original's (no FK, no re-encoding).
-        joint_stats = motion_statistics(joints.numpy(), config.fps) if torch.isfinite(joints).all() else None
-        variants = [(joints.numpy(), features, False)]
-        if config.mirror:
-            variants.append((mirror_joints(joints).numpy(), mirror_features(features), True))
-        for variant_joints, variant_features, mirrored in variants:
+        for variant_joints, variant_features, mirrored, variant_captions, variant_video_caption in variants:
             out.append(
                 _gate_and_build(
                     raw,
                     f"{window_id}~mirror" if mirrored else window_id,
-                    variant_joints,
-                    variant_features,
-                    tuple(mirror_caption(c) for c in captions) if mirrored else captions,
-                    mirror_caption(video_caption) if mirrored else video_caption,
+                    variant_joints[w],
+                    variant_features[w],
+                    variant_captions,
+                    variant_video_caption,
                     mirrored,
                     start,
                     split,
                     config,
                     judge,
-                    # a camera pose stays valid only for the whole, unmirrored take
-                    keep_extrinsic=len(starts) == 1 and not mirrored and window.n_frames == motion.n_frames,
-                    joint_stats=joint_stats,
+                    keep_extrinsic=whole_take and not mirrored,
+                    joint_stats=joint_stats[w],
                 )
             )
     return out

@@ -92,25 +92,31 @@ def _motion_from_arrays(local_rotmats: np.ndarray, joints: np.ndarray, fps: floa
 
 
 def facing_rotation(joints: torch.Tensor) -> torch.Tensor:
-    """(3, 3) rotation about Z that turns the frame's hip axis (left -> right hip) onto +X,
-    so the body faces +Y; joints (22, 3)."""
-    across = joints[RIGHT_HIP] - joints[LEFT_HIP]
-    angle = torch.atan2(across[1], across[0])
-    return rot.rotation_about_z(-angle)
+    """(..., 3, 3) rotations about Z that turn each frame's hip axis (left -> right hip) onto +X,
+    so the body faces +Y; joints (..., 22, 3)."""
+    across = joints[..., RIGHT_HIP, :] - joints[..., LEFT_HIP, :]  # (..., 3)
+    return rot.rotation_about_z(-torch.atan2(across[..., 1], across[..., 0]))
+
+
+def canonicalize_arrays(local_rotmats: torch.Tensor, joints: torch.Tensor, set_floor: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """local_rotmats (..., T, 22, 3, 3), joints (..., T, 22, 3): every motion of the batch turned and
+    moved so that its frame 0 faces +Y with the pelvis at x = y = 0 (see `canonicalize`)."""
+    turn = facing_rotation(joints[..., 0, :, :]).to(joints.dtype)  # (..., 3, 3)
+    joints = joints @ turn[..., None, :, :].transpose(-1, -2)  # (..., T, 22, 3)
+    shift = torch.zeros(*joints.shape[:-3], 3, dtype=joints.dtype)  # (..., 3)
+    shift[..., :2] = joints[..., 0, 0, :2]
+    if set_floor:
+        shift[..., 2] = joints[..., 2].amin(dim=(-2, -1))
+    joints = joints - shift[..., None, None, :]
+    local = local_rotmats.clone()
+    local[..., 0, :, :] = turn[..., None, :, :] @ local_rotmats[..., 0, :, :]
+    return local, joints
 
 
 def canonicalize(motion: Motion, set_floor: bool = False) -> Motion:
     """Frame 0 faces +Y with its pelvis at x = y = 0; with `set_floor` the lowest joint of the
     whole clip is moved to z = 0 (video-recovered motion has no trustworthy height)."""
-    turn = facing_rotation(motion.joints[0]).to(motion.joints.dtype)  # (3, 3)
-    joints = motion.joints @ turn.T
-    shift = torch.zeros(3, dtype=joints.dtype)
-    shift[:2] = joints[0, 0, :2]
-    if set_floor:
-        shift[2] = joints[..., 2].min()
-    joints = joints - shift
-    local = motion.local_rotmats.clone()
-    local[:, 0] = turn @ local[:, 0]
+    local, joints = canonicalize_arrays(motion.local_rotmats, motion.joints, set_floor)
     return Motion(local, joints, motion.fps, motion.offsets)
 
 
