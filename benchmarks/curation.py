@@ -10,6 +10,7 @@ processes, and the projected time for ViMoGen-228K's 228,236 samples.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -17,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -31,19 +32,38 @@ VIMOGEN_228K = 228_236
 SOURCE_RATES = (16.0, 18.0, 20.0, 22.0, 24.0, 25.0)  # pretend capture rates: re-timing changes length and speed
 
 
-def take_stream(n_samples: int, config: CurationConfig):
-    """Takes whose curated samples (accepted or rejected) add up to at least n_samples."""
-    clips = [load_builtin_clip(name, min_frames=401) for name in builtin_clip_names()]
-    produced, index = 0, 0
-    while produced < n_samples:
-        clip = clips[index % len(clips)]
-        rate = SOURCE_RATES[(index // len(clips)) % len(SOURCE_RATES)]
-        motion = replace(clip.motion, fps=rate)
-        n20 = int((motion.n_frames - 1) / rate * config.fps + 1e-6) + 1
-        produced += len(window_starts(n20, config.gates.max_frames + 1, config.window_stride)) * (2 if config.mirror else 1)
-        yield RawSample(id=f"bench/{index:07d}/{clip.name}", source="optical_mocap", subset="benchmark", origin=clip.name,
-                        motion=motion, motion_captions=tuple(clip.captions), video_caption=clip.video_caption)
-        index += 1
+@dataclass(frozen=True)
+class BenchmarkTakes:
+    """A TakeSource of takes whose curated samples (accepted or rejected) add up to at least n_samples;
+    each worker process rebuilds the clips once and makes only the takes it curates."""
+
+    n_samples: int
+    config: CurationConfig = CurationConfig()
+
+    def take_loaders(self):
+        produced, index = 0, 0
+        while produced < self.n_samples:
+            name = CLIP_NAMES[index % len(CLIP_NAMES)]
+            rate = SOURCE_RATES[(index // len(CLIP_NAMES)) % len(SOURCE_RATES)]
+            n20 = int((CLIP_FRAMES[name] - 1) / rate * self.config.fps + 1e-6) + 1
+            produced += len(window_starts(n20, self.config.gates.max_frames + 1, self.config.window_stride)) * (2 if self.config.mirror else 1)
+            yield functools.partial(make_take, index, name, rate)
+            index += 1
+
+
+@functools.cache
+def looped_clip(name: str):
+    return load_builtin_clip(name, min_frames=401)
+
+
+def make_take(index: int, name: str, rate: float) -> RawSample:
+    clip = looped_clip(name)
+    return RawSample(id=f"bench/{index:07d}/{name}", source="optical_mocap", subset="benchmark", origin=name,
+                     motion=replace(clip.motion, fps=rate), motion_captions=tuple(clip.captions), video_caption=clip.video_caption)
+
+
+CLIP_NAMES = builtin_clip_names()
+CLIP_FRAMES = {name: looped_clip(name).motion.n_frames for name in CLIP_NAMES}
 
 
 def peak_rss_mb(who: int) -> float:
@@ -52,9 +72,8 @@ def peak_rss_mb(who: int) -> float:
 
 def run(n_samples: int, workers: int, root: Path) -> dict:
     config = CurationConfig()
-    load_builtin_clip("walk", min_frames=401)  # clip loading is a one-off, not curation
     started = time.perf_counter()
-    curated = curate_samples(take_stream(n_samples, config), root / "curated", config, workers=workers)
+    curated = curate_samples(BenchmarkTakes(n_samples, config), root / "curated", config, workers=workers)
     curate_s = time.perf_counter() - started
     started = time.perf_counter()
     shards = write_shards(curated.manifest_path, root / "shards")

@@ -187,3 +187,16 @@ def test_mirror_features_equal_encoding_the_mirror_image():
     expected = mirror(motion).features().numpy()
     np.testing.assert_array_equal(mirror_features(motion.features().numpy()), expected)
     np.testing.assert_array_equal(mirror_features(mirror_features(expected)), expected)  # an involution
+
+
+def test_motion_crosses_processes_as_plain_arrays():
+    """torch's own tensor pickling would hand each tensor over through a shared-memory segment."""
+    from multiprocessing.reduction import ForkingPickler
+    import pickle
+
+    motion = load_builtin_clip("walk", min_frames=121).motion
+    data = bytes(ForkingPickler.dumps(motion))
+    assert len(data) > motion.local_rotmats.numel() * 8  # the values themselves travel
+    back = pickle.loads(data)
+    assert torch.equal(back.local_rotmats, motion.local_rotmats) and torch.equal(back.joints, motion.joints)
+    assert back.fps == motion.fps and np.array_equal(back.offsets, motion.offsets)

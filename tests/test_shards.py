@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from vimogen_core.curation.dataset import LengthBucketSampler, ShardDataset, collate_motion_batch
-from vimogen_core.curation.pipeline import CurationConfig, curate_samples
+from vimogen_core.curation.pipeline import CurationConfig, curate_samples, curate_sources
+from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
 from vimogen_core.curation.records import RawSample
 from vimogen_core.curation.sharding import write_shards
 from vimogen_core.curation.shards import ShardReader, iter_shard_samples
@@ -201,3 +202,35 @@ def test_killed_run_leaves_no_partial_shard_and_rerun_completes(tmp_path):
     assert sorted(p.name for p in out.glob("chunk-*.npy")) == sorted(set(dataset.shards))  # no stale shards remain
     for index in range(len(dataset)):
         dataset[index]
+
+
+def test_two_worker_processes_curate_the_same_samples_as_one(tmp_path):
+    build_sources(tmp_path / "sources", SourcesConfig(clips=("walk", "kick", "crawl", "punch")),
+                  sources=("optical_mocap", "in_the_wild_video"))
+    config = CurationConfig(samples_per_chunk=3, split_fractions=(0.6, 0.2, 0.2))
+    one = curate_sources(tmp_path / "sources", tmp_path / "one", config, workers=1)
+    two = curate_sources(tmp_path / "sources", tmp_path / "two", config, workers=2)
+
+    def samples(manifest):
+        return {row["id"]: (row["split"], row["checksum"], block.tobytes()) for row, block in iter_shard_samples(Path(manifest))}
+
+    def quarantined(result):
+        return {row["id"]: row["gates"] for row in pq.read_table(result.quarantine_path).to_pylist()}
+
+    assert samples(two.manifest_path) == samples(one.manifest_path) and len(samples(one.manifest_path)) > 6
+    assert quarantined(two) == quarantined(one)
+    for key in ("n_takes", "n_accepted", "n_rejected", "by_source", "by_split", "rejected_by_gate"):
+        assert getattr(two, key) == getattr(one, key), key
+    chunks = sorted(path.name for path in (tmp_path / "two").glob("chunk-*.npy"))
+    assert any("-p0-" in name for name in chunks) and any("-p1-" in name for name in chunks)  # each worker its own
+    assert not [path for path in (tmp_path / "two").iterdir() if path.name.startswith(".")]  # no part manifest left
+    # The shard stage adopts the workers' full chunks and re-packs their partial ones: same shard set content.
+    shards_one = write_shards(one.manifest_path, tmp_path / "shards-one", samples_per_shard=3)
+    shards_two = write_shards(two.manifest_path, tmp_path / "shards-two", samples_per_shard=3)
+    assert samples(shards_two.manifest_path) == samples(shards_one.manifest_path)
+    assert shards_two.by_split == shards_one.by_split
+    linked = [shard for shard in (tmp_path / "shards-two").glob("*.npy") if os.stat(shard).st_nlink > 1]
+    assert linked, "full worker chunks are adopted by hard link"
+
+    with pytest.raises(ValueError, match="TakeSource"):
+        curate_samples(optical_takes(), tmp_path / "plain", config, workers=2)

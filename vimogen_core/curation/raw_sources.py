@@ -13,11 +13,12 @@ them (a take without captions is quarantined by the caption gate like any other)
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -267,30 +268,38 @@ def load_take(entry: dict, root: Path) -> RawSample:
     )
 
 
+@dataclass(frozen=True)
+class SourceIndex:
+    """The takes of a sources folder (`vimogen data sources` output), source by source, as a TakeSource:
+    each loader reads one take file; an index line or file that cannot be loaded gives a Rejection."""
+
+    sources_dir: str
+
+    def take_loaders(self) -> Iterator[Callable[[], RawSample | Rejection]]:
+        root = Path(self.sources_dir)
+        indexes = [root / source / INDEX_NAME for source in SOURCES if (root / source / INDEX_NAME).is_file()]
+        if not indexes:
+            raise FileNotFoundError(f"{root}: no source index (<source>/{INDEX_NAME}) found (run `vimogen data sources` first)")
+        for index in indexes:
+            label = index.relative_to(root).as_posix()
+            with open(index, encoding="utf-8") as handle:
+                for line_number, line in enumerate(handle, start=1):
+                    if line.strip():
+                        yield functools.partial(_load_index_line, line, line_number, label, index, root)
+
+
 def iter_source_index(sources_dir: str | Path) -> Iterator[RawSample | Rejection]:
-    """Stream the takes of a sources folder, source by source; a take that cannot be loaded comes out
-    as a Rejection."""
-    root = Path(sources_dir)
-    indexes = [root / source / INDEX_NAME for source in SOURCES if (root / source / INDEX_NAME).is_file()]
-    if not indexes:
-        raise FileNotFoundError(f"{root}: no source index (<source>/{INDEX_NAME}) found (run `vimogen data sources` first)")
-    for index in indexes:
-        yield from _iter_index(index, root)
+    """Stream the takes of a sources folder, loaded, in index order."""
+    return (load() for load in SourceIndex(str(sources_dir)).take_loaders())
 
 
-def _iter_index(index: Path, root: Path) -> Iterator[RawSample | Rejection]:
-    label = index.relative_to(root).as_posix()
-    with open(index, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield Rejection(f"{label}:{line_number}", "unknown", "unknown", str(index), ("load",), (f"line {line_number}: not JSON ({err})",))
-                continue
-            try:
-                yield load_take(entry, root)
-            except (MotionDataError, KeyError, ValueError, OSError) as err:
-                yield Rejection(str(entry.get("id", f"{label}:{line_number}")), str(entry.get("source", "unknown")),
-                                str(entry.get("subset", "unknown")), str(root / str(entry.get("file", ""))), ("load",), (str(err),))
+def _load_index_line(line: str, line_number: int, label: str, index: Path, root: Path) -> RawSample | Rejection:
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError as err:
+        return Rejection(f"{label}:{line_number}", "unknown", "unknown", str(index), ("load",), (f"line {line_number}: not JSON ({err})",))
+    try:
+        return load_take(entry, root)
+    except (MotionDataError, KeyError, ValueError, OSError) as err:
+        return Rejection(str(entry.get("id", f"{label}:{line_number}")), str(entry.get("source", "unknown")),
+                         str(entry.get("subset", "unknown")), str(root / str(entry.get("file", ""))), ("load",), (str(err),))

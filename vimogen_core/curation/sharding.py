@@ -2,8 +2,9 @@
 
 Grouping by split lets a training job fetch only the training shards; the pass is a single stream
 over the chunks (each verified on read) with one open writer per split. Curation writes one chunk
-stream per split, so with equal chunk and shard sizes every chunk is adopted whole as a shard (a
-hard link) and no frame is copied; other layouts are re-packed sample by sample.
+stream per split (per worker), so with equal chunk and shard sizes every full chunk is adopted whole
+as a shard (a hard link) and no frame is copied; the partial chunks of several workers and other
+layouts are re-packed sample by sample.
 """
 from __future__ import annotations
 
@@ -61,6 +62,9 @@ def write_shards(curated_manifest: str | Path, out_dir: str | Path, samples_per_
     curated_manifest = Path(curated_manifest)
     table = read_manifest(curated_manifest)
     chunks = _chunk_rows(table)  # chunk name -> its row indices, in manifest order
+    # Full chunks first: with several curation workers each leaves a partial chunk per split, and a
+    # partial one re-packed between full ones would force every later chunk of its split to be copied.
+    chunks = dict(sorted(chunks.items(), key=lambda item: len(item[1]) != samples_per_shard))
     splits_of = table.column("split").to_pylist()
     last_chunk = {splits_of[i]: name for name, indices in chunks.items() for i in indices}
     bar = None

@@ -8,12 +8,15 @@ with the camera parameters of video-recovered samples.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vimogen_core.curation.pipeline import CURATION_PRESETS, CurationConfig, CurationResult, curate_samples
 from vimogen_core.curation.records import RawSample, Rejection
+from vimogen_core.errors import MotionDataError
 
 if TYPE_CHECKING:
     from vimogen_core.curation.gates import CaptionJudge
@@ -45,30 +48,46 @@ def _captions(value) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
-def iter_released_takes(annotation_json: str | Path, root: str | Path | None = None) -> Iterator[RawSample | Rejection]:
-    """Released records -> RawSamples; an entry or file the reader refuses becomes a Rejection."""
-    from vimogen_core.sources.vimogen228k import iter_vimogen228k
+@dataclass(frozen=True)
+class ReleasedTakes:
+    """The records of a released annotation file as a TakeSource: each loader reads one sample file
+    (from `root`, default the JSON's folder); an entry or file the reader refuses gives a Rejection."""
 
-    for record in iter_vimogen228k(annotation_json, root, on_error="yield"):
-        if isinstance(record, Exception):
-            where = str(getattr(record, "path", None) or annotation_json)
-            yield Rejection(where, "unknown", "unknown", where, ("load",), (str(record),))
-            continue
-        subset = str(record.subset or "")
-        extrinsic = record.extrinsic
-        yield RawSample(
-            id=record.id,
-            source=released_source(subset, extrinsic is not None),
-            subset=subset,
-            origin=str(record.motion_file),
-            features=record.motion,
-            motion_captions=_captions(record.motion_text_annot),
-            video_caption=" ".join(_captions(record.video_text_annot)),
-            split=record.split,
-            annotation=dict(record.annotation),  # the entry exactly as released, unknown fields included
-            camera_extrinsic=extrinsic,
-            camera_intrinsic=record.intrinsic,
-        )
+    annotation_json: str
+    root: str | None = None
+
+    def take_loaders(self) -> Iterator[Callable[[], RawSample | Rejection]]:
+        from vimogen_core.sources.vimogen228k import read_annotations
+
+        annotation_json = Path(self.annotation_json)
+        root = annotation_json.parent if self.root is None else Path(self.root)
+        for index, entry in enumerate(read_annotations(annotation_json)):  # a bad annotation file is an error
+            yield functools.partial(_load_released, entry, index, annotation_json, root)
+
+
+def _load_released(entry, index: int, annotation_json: Path, root: Path) -> RawSample | Rejection:
+    from vimogen_core.sources.vimogen228k import read_record
+
+    try:
+        record = read_record(entry, index, annotation_json, root)
+    except MotionDataError as err:
+        where = str(getattr(err, "path", None) or annotation_json)
+        return Rejection(where, "unknown", "unknown", where, ("load",), (str(err),))
+    subset = str(record.subset or "")
+    extrinsic = record.extrinsic
+    return RawSample(
+        id=record.id,
+        source=released_source(subset, extrinsic is not None),
+        subset=subset,
+        origin=str(record.motion_file),
+        features=record.motion,
+        motion_captions=_captions(record.motion_text_annot),
+        video_caption=" ".join(_captions(record.video_text_annot)),
+        split=record.split,
+        annotation=dict(record.annotation),  # the entry exactly as released, unknown fields included
+        camera_extrinsic=extrinsic,
+        camera_intrinsic=record.intrinsic,
+    )
 
 
 def ingest_vimogen228k(
@@ -82,4 +101,5 @@ def ingest_vimogen228k(
     progress: bool = False,
 ) -> CurationResult:
     """Curate a released annotation file + sample folder into chunk shards under `out_dir`."""
-    return curate_samples(iter_released_takes(annotation_json, root), out_dir, config, judge, workers, sink, progress)
+    return curate_samples(ReleasedTakes(str(annotation_json), None if root is None else str(root)), out_dir, config, judge,
+                          workers, sink, progress)

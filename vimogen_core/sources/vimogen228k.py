@@ -121,7 +121,8 @@ def read_annotations(annotation_json: str | os.PathLike) -> list:
     return entries
 
 
-def _record(entry, index: int, annotation_json: Path, root: Path, load: bool) -> VimogenRecord:
+def read_record(entry, index: int, annotation_json: Path, root: Path, load: bool = True) -> VimogenRecord:
+    """Annotation entry number `index` as a record, its motion file read from `root` when `load`."""
     if not isinstance(entry, dict):
         raise MotionDataError(annotation_json, f"entry {index} is a JSON {type(entry).__name__}, expected an object")
     name = entry.get("id", f"#{index}")
@@ -150,7 +151,7 @@ def iter_vimogen228k(annotation_json: str | os.PathLike, root: str | os.PathLike
     root = annotation_json.parent if root is None else Path(root)
     for index, entry in enumerate(read_annotations(annotation_json)):
         try:
-            yield _record(entry, index, annotation_json, root, load)
+            yield read_record(entry, index, annotation_json, root, load)
         except MotionDataError as err:
             if on_error == "raise":
                 raise
