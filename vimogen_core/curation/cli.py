@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = command("curate", cmd_curate, "resample, canonicalise, window, mirror and gate takes into chunk shards")
     p.add_argument("--sources", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: params or 1)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes, each curating its own share of the takes (default: params or 1)")
 
     p = command("ingest-vimogen228k", cmd_ingest, "curate a released ViMoGen-228K layout (annotation JSON + .pt files)")
     p.add_argument("--annotations", type=Path, required=True)

@@ -399,7 +399,7 @@ def _curate_in_processes(source: TakeSource, out_dir: Path, manifest: ManifestWr
             process.join()
         for part in range(workers):
             part_path = _part_manifest_path(out_dir, part)
-            for batch in pq.ParquetFile(part_path).iter_batches():
+            for batch in pq.ParquetFile(part_path).iter_batches(batch_size=config.samples_per_chunk):  # bounded memory
                 manifest.write(batch.to_pydict())
             part_path.unlink()
     finally:
