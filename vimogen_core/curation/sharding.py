@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,15 +74,20 @@ def write_shards(curated_manifest: str | Path, out_dir: str | Path, samples_per_
 
         bar = tqdm(total=table.num_rows, desc="shard", unit="sample")
     count = 0
+    # Chunks are verified (read and hashed whole) two at a time, ahead of their turn: hashing and reads
+    # release the GIL, and adopting a chunk by hard link leaves nothing else to wait for.
+    shard_sha256 = table.column("shard_sha256").to_pylist()
+    verifier = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify-chunk")
+    readers = verifier.map(lambda name: ShardReader(curated_manifest.parent / name, shard_sha256[chunks[name][0]], mmap=False),
+                           list(chunks))
     try:
-        for name, indices in chunks.items():
+        for (name, indices), reader in zip(chunks.items(), readers):
             rows = table.take(indices).to_pylist()  # one chunk's rows at a time
             splits = {row["split"] for row in rows}
             unknown = sorted(splits - set(writers))
             if unknown:
                 raise ValueError(f"{curated_manifest}: chunk {name} has unknown split(s) {unknown}")
             path = curated_manifest.parent / name
-            reader = ShardReader(path, rows[0]["shard_sha256"], mmap=False)  # verifies the whole chunk
             split = next(iter(splits))
             writer = writers[split]
             # A single-split chunk that would fill exactly one shard (or end its split) is that shard.
@@ -103,6 +109,7 @@ def write_shards(curated_manifest: str | Path, out_dir: str | Path, samples_per_
         manifest.abort()
         raise
     finally:
+        verifier.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
 
