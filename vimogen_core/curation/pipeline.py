@@ -240,6 +240,10 @@ class TakeSource(Protocol):
     def take_loaders(self) -> Iterator[Callable[[], RawSample | Rejection]]: ...
 
 
+_COUNT_KEYS = ("source", "subset", "split", "gate", "rejected_source")
+_PROGRESS_EVERY = 8  # takes between a worker's progress messages
+
+
 @dataclass
 class _PartResult:
     """What curating one share of the takes produced (chunk names, counts, rejections)."""
@@ -250,9 +254,6 @@ class _PartResult:
     n_frames: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     counts: dict[str, Counter] = field(default_factory=lambda: {key: Counter() for key in _COUNT_KEYS})
-
-
-_COUNT_KEYS = ("source", "subset", "split", "gate", "rejected_source")
 
 
 class _SampleWriterThread:
@@ -362,9 +363,6 @@ def _curate_part_process(source: TakeSource, part: int, n_parts: int, out_dir: P
         messages.put(("done", part, result))
     except BaseException as err:
         messages.put(("error", part, f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
-
-
-_PROGRESS_EVERY = 8  # takes between a worker's progress messages
 
 
 def _curate_in_processes(source: TakeSource, out_dir: Path, manifest: ManifestWriter, config: CurationConfig,

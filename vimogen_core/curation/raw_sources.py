@@ -288,11 +288,6 @@ class SourceIndex:
                         yield functools.partial(_load_index_line, line, line_number, label, index, root)
 
 
-def iter_source_index(sources_dir: str | Path) -> Iterator[RawSample | Rejection]:
-    """Stream the takes of a sources folder, loaded, in index order."""
-    return (load() for load in SourceIndex(str(sources_dir)).take_loaders())
-
-
 def _load_index_line(line: str, line_number: int, label: str, index: Path, root: Path) -> RawSample | Rejection:
     try:
         entry = json.loads(line)
