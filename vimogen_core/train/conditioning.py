@@ -2,7 +2,8 @@
 
 The released network attends to every text token, padding included (RELEASED_MODEL.md 4.4), so
 the context length is part of the model's function: training and sampling must pad to the same
-length. `TextContext` pads/cuts encoder tokens to `text_len` and supplies the null context.
+length. `TextContext` pads/cuts encoder tokens to `text_len`, supplies the null context, and gives
+the token mask with every context, which presets with `mask_text_padding` use to ignore padding.
 """
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ def fit_length(tokens: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([tokens, pad], dim=-2)
 
 
+def fit_mask(mask: torch.Tensor, length: int) -> torch.Tensor:
+    """(..., L) bool -> (..., length): padded with False or cut."""
+    return fit_length(mask[..., None], length)[..., 0]
+
+
 class TextContext:
     def __init__(self, encoder_name: str, text_len: int, cache_dir: str | Path | None = None):
         from vimogen_core.text.encoders import EmbeddingCache, get_text_encoder
@@ -29,16 +35,23 @@ class TextContext:
         self.cache = EmbeddingCache(self.encoder, cache_dir)
         self.text_len = text_len
         self.null = fit_length(torch.as_tensor(self.encoder.null_context(text_len)).float(), text_len)  # (L, D)
+        # The null context is the empty prompt's tokens followed by zero rows; its first token is
+        # always kept so a masked attention never has no key at all.
+        self.null_mask = self.null.ne(0).any(-1)  # (L,)
+        self.null_mask[0] = True
 
     @property
     def dim(self) -> int:
         return int(self.null.shape[-1])
 
-    def encode(self, texts: list[str], drop: torch.Tensor | None = None) -> torch.Tensor:
-        """Captions -> (B, L, D) float32; rows where `drop` is True get the null context."""
+    def encode(self, texts: list[str], drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions -> tokens (B, L, D) float32 and their mask (B, L) bool, True on real tokens; rows
+        where `drop` is True get the null context and its mask."""
         keep = [i for i in range(len(texts)) if drop is None or not bool(drop[i])]
         context = self.null.expand(len(texts), -1, -1).clone()  # (B, L, D)
+        mask = self.null_mask.expand(len(texts), -1).clone()  # (B, L)
         if keep:
-            tokens, _ = self.cache.encode([texts[i] for i in keep])  # (K, L', D)
+            tokens, token_mask = self.cache.encode([texts[i] for i in keep])  # (K, L', D), (K, L')
             context[keep] = fit_length(torch.as_tensor(tokens).float(), self.text_len)
-        return context
+            mask[keep] = fit_mask(torch.as_tensor(token_mask).bool(), self.text_len)
+        return context, mask

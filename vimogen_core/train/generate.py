@@ -84,7 +84,7 @@ class Generator:
         return out
 
     def _generate_batch(self, prompts, lengths, refs, steps, cfg_scale, seed, smooth) -> list[np.ndarray]:
-        from vimogen_core.model.flow import as_velocity, euler_sample, smooth_features
+        from vimogen_core.model.flow import ClassifierFreeGuidance, euler_sample, smooth_features
 
         b, t_max = len(prompts), max(lengths)
         device = self.device
@@ -99,25 +99,10 @@ class Generator:
             ref_norm = torch.from_numpy(self.normalizer.normalize(ref[:n]).astype(np.float32))
             reference[row, :n] = reference_features(ref_norm).to(device)
             reference_mask[row] = torch.arange(t_max, device=device) < n
-        context = self.text.encode(prompts, drop=~use_text.cpu()).to(device)  # (B, L, D)
-        null = self.text.null.to(device).expand(b, -1, -1)  # (B, L, D)
-        guided = use_text[:, None, None]  # (B, 1, 1)
-        model = self.model
-
-        def velocity(x, s):  # x (B, T, 276), s (B,) or scalar
-            s = torch.as_tensor(s, dtype=torch.float32, device=device).reshape(-1).expand(b)
-            timestep = s * 1000.0
-            if bool(use_text.any()) and cfg_scale != 1.0:
-                both = model(torch.cat([x, x]), torch.cat([timestep, timestep]), torch.cat([context, null]),
-                             torch.cat([x_mask, x_mask]), torch.cat([reference, reference]),
-                             torch.cat([reference_mask, reference_mask]), torch.cat([use_text, use_text]))
-                cond, uncond = both[:b], both[b:]
-                # Guidance in text mode only; reference-mode rows use the conditional output. Guidance
-                # is linear, so guiding data predictions and converting equals guiding velocities.
-                out = torch.where(guided, uncond + cfg_scale * (cond - uncond), cond)
-            else:
-                out = model(x, timestep, context, x_mask, reference, reference_mask, use_text)
-            return as_velocity(out, x, s, self.model_config.prediction)
+        context, context_mask = self.text.encode(prompts, drop=~use_text.cpu())  # (B, L, D), (B, L)
+        velocity = ClassifierFreeGuidance(cfg_scale).wrap(
+            self.model, context.to(device), self.text.null.to(device), x_mask, reference, reference_mask, use_text,
+            context_mask.to(device), self.text.null_mask.to(device))
 
         # Each motion draws noise at its own length: CPU randn fills its last block differently for
         # different sizes, so drawing at the batch's t_max would tie a motion to its batch mates.

@@ -227,10 +227,10 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
         batch = next(batches).to(env.device)
         s, noise = time_and_noise(batch, flow, env.device)
         x_t = flow.interpolate(batch.x0, noise, s)  # (B, T, 276)
-        context = text.encode(batch.captions, batch.drop_text).to(env.device)  # (B, L, D)
+        context, context_mask = text.encode(batch.captions, batch.drop_text)  # (B, L, D), (B, L)
         with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            pred = train_model(x_t, flow.timestep_for_model(s), context, batch.x_mask, batch.reference,
-                               batch.reference_mask, batch.use_text)  # (B, T, 276)
+            pred = train_model(x_t, flow.timestep_for_model(s), context.to(env.device), batch.x_mask, batch.reference,
+                               batch.reference_mask, batch.use_text, context_mask.to(env.device))  # (B, T, 276)
         local_loss = flow.loss(pred.float(), batch.x0, noise, s, batch.x_mask)
         # The loss averages over valid frames; weighting each rank by its share of the global
         # valid frames makes DDP's gradient average equal the single-process gradient.
