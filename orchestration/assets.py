@@ -206,8 +206,11 @@ def trained_model(context: AssetExecutionContext, config: TrainingRunConfig, pat
     if config.processes > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={config.processes}",
                     "-m", "orchestration.pipes_train"]
+    from vimogen_core.curation.statistics import NORMALIZER_NAME
+
+    # Training normalises with the statistics the normalisation_stats asset wrote, never refits them.
     command = [*launcher, "--preset", config.preset, "--out", str(run_dir), "--data", str(paths.manifest),
-               "--steps", str(config.steps), "--quiet"]
+               "--steps", str(config.steps), "--quiet", "--set", f"normalizer={paths.stats / NORMALIZER_NAME}"]
     for assignment in config.overrides:
         command += ["--set", assignment]
     mlflow = mlflow_tracking.setup(paths)
@@ -285,16 +288,17 @@ def classic_metrics(context: AssetExecutionContext, config: BenchRunConfig, path
     from vimogen_core.bench.classic import classic_metrics as compute
     from vimogen_core.bench.judges import LocalJudge
     from vimogen_core.curation.shards import iter_shard_samples
+    from vimogen_core.motion.representation import features_to_joints
     from vimogen_core.train.generate import load_generator
 
     texts, real = [], []
     for row, feats in iter_shard_samples(paths.manifest):
         if row["split"] != "train" and row["motion_text"]:
             texts.append(row["motion_text"][0])
-            real.append(feats[:, 126:192].reshape(len(feats), 22, 3))  # joint positions (T, 22, 3)
+            real.append(features_to_joints(feats))  # (T, 22, 3)
     run = registry.latest_training(paths)
     generated = load_generator(run["checkpoint"]).generate(texts, [len(r) for r in real], steps=config.steps)
-    generated = [g[:, 126:192].reshape(len(g), 22, 3) for g in generated]
+    generated = [features_to_joints(g) for g in generated]
     judge = LocalJudge.load(paths.judge_dir)
     result = compute(judge.evaluator, texts, real, generated, batch_size=min(32, len(texts)))
     flat = {f"classic/{k}": v["mean"] for k, v in result["generated"].items()}

@@ -27,6 +27,7 @@ from vimogen_core.bench.evaluator import (
     train_evaluator,
 )
 from vimogen_core.errors import MotionDataError
+from vimogen_core.motion.representation import features_to_joints
 
 JUDGE_FILE = "judge.json"
 BUILTIN_MIN_FRAMES = 160  # loop/pad the short built-in clips so training windows vary
@@ -165,7 +166,7 @@ def shard_judge_data(manifest_path: str | Path, heldout_split: str = "test",
 
     train, heldout = [], []
     for row, features in iter_shard_samples(Path(manifest_path)):
-        joints = features[:, 126:192].reshape(len(features), 22, 3)
+        joints = features_to_joints(features)
         captions = [c for c in row["motion_text"] if c] + ([row["video_text"]] if row.get("video_text") else [])
         if not captions or len(joints) < 2:
             continue

@@ -34,7 +34,7 @@ from vimogen_core.bench.prompts import (
     select_dimensions,
 )
 from vimogen_core.errors import MotionDataError
-from vimogen_core.motion.representation import FEATURE_DIM, check_features
+from vimogen_core.motion.representation import FEATURE_DIM, check_features, features_to_joints
 
 # Published MBench numbers (paper, as reprinted; DESIGN.md section 8).
 PUBLISHED_COLUMNS = (
@@ -83,7 +83,7 @@ def load_motion_file(path: str | os.PathLike) -> LoadedMotion:
         raise MotionDataError(path, f"not a readable .npy array ({err})") from None
     if array.ndim == 2 and array.shape[1] == FEATURE_DIM:
         features = check_features(array, path).astype(np.float32)
-        joints = features[:, 126:192].reshape(len(features), 22, 3)
+        joints = features_to_joints(features)
         return LoadedMotion(metrics.validate_joints(joints, path), features)
     return LoadedMotion(metrics.validate_joints(array, path))
 
@@ -429,7 +429,7 @@ def generate_motions(checkpoint: str | os.PathLike, prompts: Sequence[BenchPromp
         feats = np.asarray(feats, dtype=np.float32)
         try:
             check_features(feats, f"generated:{prompt.key}")
-            joints = metrics.validate_joints(feats[:, 126:192].reshape(len(feats), 22, 3), f"generated:{prompt.key}")
+            joints = metrics.validate_joints(features_to_joints(feats), f"generated:{prompt.key}")
             out[prompt.key] = LoadedMotion(joints, feats)
         except MotionDataError as err:
             out[prompt.key] = LoadedMotion(None, None, str(err))

@@ -27,12 +27,9 @@ class StatisticsResult:
         return asdict(self)
 
 
-def compute_statistics(manifest_path: str | Path, out_dir: str | Path, split: str = "train") -> StatisticsResult:
-    """Fit the Normalizer over `split`, one sample at a time (memory independent of the set size),
-    and write `normalizer.npz` + `statistics.json` under `out_dir`."""
-    manifest_path = Path(manifest_path)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def fit_split_normalizer(manifest_path: str | Path, split: str = "train") -> tuple[Normalizer, dict[str, int]]:
+    """The Normalizer over every sample of `split`, one sample at a time (memory independent of
+    the set size), and the sample/frame counts it saw."""
     counts = {"samples": 0, "frames": 0}
 
     def features():
@@ -42,9 +39,17 @@ def compute_statistics(manifest_path: str | Path, out_dir: str | Path, split: st
             yield block
 
     try:
-        normalizer = Normalizer.fit(features())
+        return Normalizer.fit(features()), counts
     except ValueError as err:
         raise ValueError(f"{manifest_path}: no '{split}' samples to compute statistics from") from err
+
+
+def compute_statistics(manifest_path: str | Path, out_dir: str | Path, split: str = "train") -> StatisticsResult:
+    """Fit the Normalizer over `split` and write `normalizer.npz` + `statistics.json` under `out_dir`."""
+    manifest_path = Path(manifest_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    normalizer, counts = fit_split_normalizer(manifest_path, split)
     normalizer_path = out_dir / NORMALIZER_NAME
     normalizer.save(normalizer_path)
     result = StatisticsResult(

@@ -83,8 +83,8 @@ def mirror_features(feats: np.ndarray) -> np.ndarray:
     return feats[..., _MIRROR_SOURCE] * _MIRROR_SIGN.astype(feats.dtype)
 
 
-def features_to_joints(feats: torch.Tensor) -> torch.Tensor:
-    """(..., T, 276) -> (..., T, 22, 3) by reading the position channels."""
+def features_to_joints(feats: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """(..., T, 276) -> (..., T, 22, 3) by reading the position channels (tensor or array alike)."""
     return feats[..., JOINT_POS].reshape(*feats.shape[:-1], NUM_JOINTS, 3)
 
 

@@ -37,6 +37,9 @@ class TrainConfig:
     # Data: "builtin" (the 15 DeepMimic clips) or the path of a curated shard manifest.
     data: str = "builtin"
     split: str = "train"
+    # A normaliser file (`vimogen data stats` / the normalisation_stats asset); empty: fitted on the
+    # training split (or the built-in clips) when training starts.
+    normalizer: str = ""
     builtin_min_frames: int = 100  # built-in clips are lengthened to this many frames first
     min_frames: int = 40  # training windows are 40-200 frames (2-10 s at 20 fps)
     max_frames: int = 200

@@ -92,18 +92,14 @@ class ShardMotionDataset:
     """Adapter over the curated shard set (`vimogen_core.curation.dataset.ShardDataset`).
     Shards hold ready-made 40-200 frame windows; longer ones are cropped at random."""
 
-    NORMALIZER_FIT_SAMPLES = 5000  # statistics from an evenly spread subset of a large set
-
     def __init__(self, config: TrainConfig, normalizer: Normalizer | None = None):
         from vimogen_core.curation.dataset import ShardDataset
+        from vimogen_core.curation.statistics import fit_split_normalizer
 
         self.shards = ShardDataset(Path(config.data), split=config.split)
         if len(self.shards) == 0:
             raise ValueError(f"{config.data}: no samples in split {config.split!r}")
-        if normalizer is None:
-            picks = np.unique(np.linspace(0, len(self.shards) - 1, min(len(self.shards), self.NORMALIZER_FIT_SAMPLES)).astype(int))
-            normalizer = Normalizer.fit(self.shards[int(i)]["features"].numpy() for i in picks)
-        self.normalizer = normalizer
+        self.normalizer = normalizer or fit_split_normalizer(config.data, config.split)[0]
         self.config = config
 
     def __len__(self) -> int:
@@ -119,6 +115,10 @@ class ShardMotionDataset:
 
 
 def build_dataset(config: TrainConfig, normalizer: Normalizer | None = None) -> MotionDataset:
+    """The training data, normalised by `normalizer` (a resumed run's), else by the file
+    `config.normalizer`, else by statistics fitted on the data itself."""
+    if normalizer is None and config.normalizer:
+        normalizer = Normalizer.load(config.normalizer)
     if config.data == "builtin":
         return BuiltinClipDataset(config, normalizer)
     path = Path(config.data)
