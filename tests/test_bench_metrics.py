@@ -146,13 +146,53 @@ def test_batch_scores_equal_single_motion_scores():
     np.testing.assert_allclose(metrics.jitter_degree(motions), batch["Jitter_Degree"])
 
 
-def test_released_compatibility_mode_reads_the_forward_axis_as_height():
-    motion = static_motion()
-    motion[:, list(metrics.FEET), 1] = 0.10  # feet 10 cm forward, on the floor
-    assert metrics.ground_penetration(motion) == 0.0
-    # The literal behaviour: Y-up conversion (x, y, z) -> (x, z, -y), then index 2 as height.
-    literal = metrics.ground_penetration(motion, height_axis=metrics.HEIGHT_RELEASED_COMPAT)
-    assert literal == pytest.approx(0.10)
+# The released evaluation's conversion (scripts/organize_mbench_results.py, DESIGN.md section 8).
+RELEASED_BASE = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+RELEASED_FRONT = np.array([[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
+RELEASED_COORD_CONVERSION = RELEASED_FRONT @ RELEASED_BASE
+
+
+def released_foot_metrics(joints: np.ndarray) -> tuple[float, float]:
+    """Ground_Penetration and Foot_Sliding as the released functions compute them: index 2 is
+    height, indices 0:2 the ground plane, whatever frame the joints are in."""
+    feet = joints[:, list(metrics.FEET)]  # (T, 2, 3)
+    height = feet[..., 2]
+    sunk = height < -metrics.PENETRATION_DEPTH
+    penetration = float(np.abs(height[sunk]).mean()) if sunk.any() else 0.0
+    step = np.diff(feet, axis=0)
+    step = np.concatenate([step, step[-1:]])  # padded: the last difference repeats
+    contact = (np.linalg.norm(step, axis=-1) < metrics.CONTACT_STEP) | (height < metrics.CONTACT_HEIGHT)  # (T, 2)
+    slide = np.linalg.norm(step[..., :2], axis=-1)
+    sliding = float(np.mean([(slide[:, k] * contact[:, k]).sum() / (contact[:, k].sum() + 1e-6) for k in range(2)]))
+    return penetration, sliding
+
+
+def test_released_compatibility_mode_gives_the_released_conversions_values():
+    # Walking forward (+y) from 40 cm behind the origin to 10 cm in front of it, the left foot lifting
+    # 5 cm every other half-second and the right foot 1 cm under the floor: forward axis and height
+    # differ, and the forward range is asymmetric about 0, so a sign error in the conversion shows.
+    n_frames = 60
+    motion = translated(static_motion(n_frames), [0.0, 0.5 / (n_frames - 1), 0.0])
+    motion[:, :, 1] -= 0.40
+    motion[:, metrics.LEFT_FOOT, 2] += 0.05 * np.clip(np.sin(np.arange(n_frames) * np.pi / 10), 0.0, None)
+    motion[:, metrics.RIGHT_FOOT, 2] = -0.01
+    released_frame = motion @ RELEASED_COORD_CONVERSION.T  # the released script's p -> C p
+    penetration, sliding = released_foot_metrics(released_frame)
+    assert penetration > 0.1 and sliding > 0.001  # the forward axis is read as height
+
+    compat = metrics.motion_quality_scores([motion], height_axis=metrics.HEIGHT_RELEASED_COMPAT)
+    assert compat["Ground_Penetration"][0] == pytest.approx(penetration, rel=1e-12)
+    assert compat["Foot_Sliding"][0] == pytest.approx(sliding, rel=1e-12)
+    # Every metric in that mode is the formula applied to the released frame as given (index 2 up).
+    on_released_frame = metrics.motion_quality_scores([released_frame])
+    for name in metrics.MOTION_QUALITY_DIMENSIONS:
+        assert compat[name][0] == pytest.approx(on_released_frame[name][0], rel=1e-12, abs=1e-15), name
+
+    # The default mode measures true height (z): only the right foot's 1 cm is under the floor.
+    true_height = metrics.motion_quality_scores([motion])
+    assert true_height["Ground_Penetration"][0] == pytest.approx(0.01)
+    assert (true_height["Ground_Penetration"][0], true_height["Foot_Sliding"][0]) == pytest.approx(
+        released_foot_metrics(motion), rel=1e-12)
     with pytest.raises(ValueError, match="height_axis"):
         metrics.ground_penetration(motion, height_axis="y")
 

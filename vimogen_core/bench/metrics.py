@@ -8,9 +8,10 @@ loop over motions or frames.
 Height conventions (`height_axis`):
 - "true" (default): height is z, horizontal is (x, y) - what the formulas mean.
 - "released_yup_index2": the released evaluation script's literal behaviour. It first converts
-  the Z-up joints to Y-up, (x, y, z) -> (x, z, -y), and then still reads index 2 as height and
-  indices 0:2 as the ground plane, so "height" is minus the forward axis and "horizontal"
-  contains the true vertical. Use it only to reproduce published numbers.
+  the Z-up joints to Y-up with the script's COORD_CONVERSION (matrices in DESIGN.md section 8),
+  (x, y, z) -> (-x, z, y), and then still reads index 2 as height and indices 0:2 as the ground
+  plane, so "height" is the forward axis and "horizontal" contains the true vertical. Use it only
+  to reproduce published numbers.
 """
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def to_height_frame(joints: np.ndarray, height_axis: str = HEIGHT_TRUE) -> np.nd
     if height_axis == HEIGHT_TRUE:
         return joints
     if height_axis == HEIGHT_RELEASED_COMPAT:
-        return np.stack([joints[..., 0], joints[..., 2], -joints[..., 1]], axis=-1)
+        # COORD_CONVERSION @ p for p = (x, y, z), written out: (-x, z, y).
+        return np.stack([-joints[..., 0], joints[..., 2], joints[..., 1]], axis=-1)
     raise ValueError(f"unknown height_axis {height_axis!r}; choose one of {HEIGHT_MODES}")
 
 
