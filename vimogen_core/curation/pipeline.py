@@ -48,8 +48,9 @@ from vimogen_core.curation.shards import (
     remove_stale_temporaries,
 )
 from vimogen_core.motion.motion import canonicalize_arrays, mirror_joints, resample
-from vimogen_core.motion.representation import JOINT_POS, encode_features, mirror_features
-from vimogen_core.motion.skeleton import FPS
+from vimogen_core.errors import MotionDataError
+from vimogen_core.motion.representation import FEATURE_DIM, JOINT_POS, encode_features, mirror_features
+from vimogen_core.motion.skeleton import FPS, NUM_JOINTS
 
 if TYPE_CHECKING:
     from vimogen_core.sinks import MetricSink
@@ -160,8 +161,33 @@ def _gate_and_build(raw: RawSample, sample_id: str, joints: np.ndarray, features
     )
 
 
+MIN_TAKE_FRAMES = 3  # the gates' joint statistics include second differences (jitter)
+
+
+def _check_arrays(raw: RawSample) -> None:
+    """Raise MotionDataError naming the take's file when its arrays cannot be curated at all (wrong
+    shapes, too few frames); bad values are left to the gates, which reject with their own reasons."""
+    if raw.features is not None:
+        shape = np.shape(raw.features)
+        if len(shape) != 2 or shape[1] != FEATURE_DIM:
+            raise MotionDataError(raw.origin, f"expected features of shape (T, {FEATURE_DIM}), got {shape}")
+        n_frames = shape[0]
+    else:
+        if raw.motion is None:
+            raise MotionDataError(raw.origin, "take has neither motion nor features")
+        joints, local = tuple(raw.motion.joints.shape), tuple(raw.motion.local_rotmats.shape)
+        if len(joints) != 3 or joints[1:] != (NUM_JOINTS, 3) or local != (*joints[:2], 3, 3):
+            raise MotionDataError(raw.origin, f"expected joints (T, {NUM_JOINTS}, 3) and local_rotmats (T, {NUM_JOINTS}, 3, 3), "
+                                              f"got {joints} and {local}")
+        n_frames = joints[0]
+    if n_frames < MIN_TAKE_FRAMES:
+        raise MotionDataError(raw.origin, f"{n_frames} frame(s); at least {MIN_TAKE_FRAMES} are needed")
+
+
 def curate_take(raw: RawSample, config: CurationConfig = CurationConfig(), judge: CaptionJudge | None = None) -> list[CuratedSample | Rejection]:
-    """All samples (windows x {original, mirror}) of one take, each curated or rejected with reasons."""
+    """All samples (windows x {original, mirror}) of one take, each curated or rejected with reasons.
+    Raises MotionDataError, naming the take's file, for a take whose arrays cannot be curated."""
+    _check_arrays(raw)
     if raw.source not in SOURCES:
         return [_reject(raw, raw.id, [("source", f"unknown source {raw.source!r}; expected one of {SOURCES}")], {})]
     split = _SPLIT_SYNONYMS.get(str(raw.split).lower(), raw.split) if raw.split else assign_split(raw.split_group, config.split_fractions, config.split_salt)
@@ -180,6 +206,9 @@ def curate_take(raw: RawSample, config: CurationConfig = CurationConfig(), judge
     if problem:
         return [_reject(raw, raw.id, [("non_finite", problem)], {})]
     motion = resample(motion, config.fps)
+    if motion.n_frames < MIN_TAKE_FRAMES:
+        raise MotionDataError(raw.origin, f"{raw.motion.n_frames} frames at {raw.motion.fps:g} fps are {motion.n_frames} at "
+                                          f"{config.fps:g} fps; at least {MIN_TAKE_FRAMES} are needed")
     set_floor = raw.source in VIDEO_SOURCES  # recovered heights are not trustworthy; the floor is re-found
     length = config.gates.max_frames + 1
     starts = window_starts(motion.n_frames, length, config.window_stride)
@@ -227,8 +256,8 @@ def curate_take(raw: RawSample, config: CurationConfig = CurationConfig(), judge
 def _curate_or_quarantine(raw: RawSample, config: CurationConfig, judge: CaptionJudge | None) -> list[CuratedSample | Rejection]:
     try:
         return curate_take(raw, config, judge)
-    except Exception as err:  # one bad take must not stop the run: quarantine it with the reason
-        return [_reject(raw, raw.id, [("error", f"{type(err).__name__}: {err}")], {})]
+    except MotionDataError as err:  # one take's bad data must not stop the run; any other error is a bug and does
+        return [_reject(raw, raw.id, [("data", str(err))], {})]
 
 
 @runtime_checkable

@@ -1,0 +1,65 @@
+"""Bad data and bugs are told apart: a take with bad data is quarantined with its reason and the run
+goes on, while a programming error fails the curation (library and Dagster asset) instead of
+quarantining every take."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from dagster import DagsterInstance, materialize
+
+from orchestration import assets
+from orchestration.resources import ProjectPaths
+from vimogen_core.curation import pipeline
+from vimogen_core.curation.raw_sources import SourcesConfig, build_sources, write_npz
+from vimogen_core.curation.shards import MANIFEST_NAME
+from vimogen_core.sources.deepmimic import load_builtin_clip
+
+
+@pytest.fixture()
+def sources_dir(tmp_path):
+    """Optical-mocap takes of two built-in clips; the punch take's file then holds a single frame,
+    a well-formed archive whose motion is too short to have velocities."""
+    folder = tmp_path / "sources"
+    build_sources(folder, SourcesConfig(clips=("walk", "punch")), sources=("optical_mocap",))
+    punch = load_builtin_clip("punch").motion
+    write_npz(folder / "optical_mocap" / "punch.npz", {"local_rotmats": punch.local_rotmats[:1].numpy(),
+                                                       "joints": punch.joints[:1].numpy(), "fps": np.float64(punch.fps)})
+    return folder
+
+
+def plant_type_error(monkeypatch):
+    def broken_clean_captions(captions):
+        raise TypeError("planted bug")
+
+    monkeypatch.setattr(pipeline, "clean_captions", broken_clean_captions)  # called inside curate_take
+
+
+def test_bad_take_is_quarantined_with_its_reason_and_the_rest_goes_on(sources_dir, tmp_path):
+    result = pipeline.curate_sources(sources_dir, tmp_path / "curated")
+    quarantine = {row["id"]: row for row in pq.read_table(result.quarantine_path).to_pylist()}
+    short = quarantine["deepmimic/punch"]
+    assert short["gates"] == ["data"]
+    assert "punch.npz" in short["reasons"][0] and "1 frame" in short["reasons"][0]
+    assert result.by_source == {"optical_mocap": 2}  # the walk take and its mirror
+
+
+def test_programming_error_in_curate_take_fails_the_curation(sources_dir, tmp_path, monkeypatch):
+    plant_type_error(monkeypatch)
+    with pytest.raises(TypeError, match="planted bug"):
+        pipeline.curate_sources(sources_dir, tmp_path / "curated")
+    assert not (tmp_path / "curated" / MANIFEST_NAME).exists(), "a failed run leaves no manifest"
+
+
+def test_programming_error_in_curate_take_fails_the_curated_samples_asset(sources_dir, tmp_path, monkeypatch):
+    paths = ProjectPaths(state_dir=str(tmp_path / "state"))
+    paths.sources.parent.mkdir(parents=True, exist_ok=True)
+    sources_dir.rename(paths.sources)
+    plant_type_error(monkeypatch)
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([assets.curated_samples], resources={"paths": paths}, instance=instance,
+                             raise_on_error=False)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert "planted bug" in failure.step_failure_data.error.to_string()
+    assert not result.get_asset_materialization_events()
