@@ -322,7 +322,7 @@ def test_distance_field_checkpoints_load_with_weights_only(tmp_path, prior_witho
 
     hostile = tmp_path / "hostile.pt"
     hostile.write_bytes(pickle.dumps({"state_dict": Payload()}, protocol=2))
-    with pytest.raises(MotionDataError, match="hostile.pt: unreadable distance-field checkpoint"):
+    with pytest.raises(MotionDataError, match="hostile.pt: refused to load: reading it would need unpickling"):
         pose.DistanceFieldPrior.load(hostile)
     torch.save({"layers.0.weight": torch.zeros(3, 5)}, tmp_path / "wrong.pt")
     with pytest.raises(MotionDataError, match="84 inputs"):

@@ -1,19 +1,27 @@
 """Bad data and bugs are told apart: a take with bad data is quarantined with its reason and the run
 goes on, while a programming error fails the curation (library and Dagster asset) instead of
-quarantining every take."""
+quarantining every take. A torch file that would need unpickling code is refused, naming the file,
+without torch's advice to load it unsafely."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from dagster import DagsterInstance, materialize
 
 from orchestration import assets
 from orchestration.resources import ProjectPaths
+from vimogen_core.bench.pose import DistanceFieldPrior
 from vimogen_core.curation import pipeline
 from vimogen_core.curation.raw_sources import SourcesConfig, build_sources, write_npz
 from vimogen_core.curation.shards import MANIFEST_NAME
+from vimogen_core.errors import MotionDataError
 from vimogen_core.sources.deepmimic import load_builtin_clip
+from vimogen_core.sources.vimogen228k import load_vimogen_motion
+from vimogen_core.train.checkpoint import load_checkpoint
 
 
 @pytest.fixture()
@@ -63,3 +71,29 @@ def test_programming_error_in_curate_take_fails_the_curated_samples_asset(source
     (failure,) = result.get_step_failure_events()
     assert "planted bug" in failure.step_failure_data.error.to_string()
     assert not result.get_asset_materialization_events()
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command - what a hostile checkpoint would carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("load", [load_checkpoint, load_vimogen_motion, DistanceFieldPrior.load],
+                         ids=["training checkpoint", "released motion", "distance-field prior"])
+def test_pickled_code_is_refused_naming_the_file_without_unsafe_advice(load, tmp_path):
+    marker = tmp_path / "code-ran"
+    hostile = tmp_path / "walk_motion.pt"
+    walk = load_builtin_clip("walk").motion.joints.float()
+    torch.save({"motion": walk, "model": {"layers.0.weight": walk}, "extra": _RunsCode(marker)}, hostile)
+    with pytest.raises(MotionDataError) as err:
+        load(hostile)
+    message = str(err.value)
+    assert message.startswith(f"{hostile}: refused to load: reading it would need unpickling arbitrary Python objects")
+    assert "(it asks for posix.system)" in message  # what the file wanted to run
+    assert "weights_only" not in message and "likely succeed" not in message
+    assert not marker.exists()

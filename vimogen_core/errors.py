@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 
 class MotionDataError(ValueError):
@@ -11,3 +12,17 @@ class MotionDataError(ValueError):
         self.path = None if path is None else str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+
+# torch names the global a refused file asked for as "GLOBAL <module.name>" (not allowed or blocked).
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
+
+
+def pickled_objects_refused(path: str | os.PathLike, err: Exception) -> MotionDataError:
+    """The error for a file that torch.load(weights_only=True) refused (pickle.UnpicklingError).
+    torch's own message advises re-running with weights_only=False, which would run whatever code
+    the file carries, so it is not passed on; only the global the file asked for, if named, is."""
+    found = _REFUSED_GLOBAL.search(str(err))
+    asked_for = f" (it asks for {found.group(1)})" if found else ""
+    return MotionDataError(path, "refused to load: reading it would need unpickling arbitrary Python objects, "
+                                 f"which can run code from the file{asked_for}; only tensors and plain values are read")

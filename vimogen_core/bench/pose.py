@@ -20,6 +20,7 @@ joint-only motion into SMPL-style rotations.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vimogen_core.errors import MotionDataError
+from vimogen_core.errors import MotionDataError, pickled_objects_refused
 from vimogen_core.motion.skeleton import PARENTS, SMPL24_PARENTS, rest_offsets
 
 NUM_JOINTS = 22
@@ -384,6 +385,8 @@ class DistanceFieldPrior:
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise MotionDataError(path, "distance-field checkpoint not found") from None
+        except pickle.UnpicklingError as err:
+            raise pickled_objects_refused(path, err) from None
         except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
             raise MotionDataError(path, f"unreadable distance-field checkpoint ({type(err).__name__}: {err})") from None
         for key in ("state_dict", "model"):

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from vimogen_core.errors import MotionDataError
+from vimogen_core.errors import MotionDataError, pickled_objects_refused
 from vimogen_core.motion.representation import check_features
 
 ANNOTATION_FIELDS = ("id", "subset", "split", "motion_text_annot", "video_text_annot", "motion_path",
@@ -90,9 +90,7 @@ def load_vimogen_motion(path: str | os.PathLike) -> dict[str, np.ndarray | None]
         try:
             content = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise MotionDataError(path, "refused to load: the file holds pickled objects other than tensors "
-                                        f"(torch.load weights_only=True: {first_line})") from None
+            raise pickled_objects_refused(path, err) from None
         except (RuntimeError, EOFError, OSError, ValueError) as err:
             raise MotionDataError(path, f"not a readable .pt file, truncated or corrupt ({err})") from None
     if isinstance(content, dict):

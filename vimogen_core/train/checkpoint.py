@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vimogen_core.errors import MotionDataError
+from vimogen_core.errors import MotionDataError, pickled_objects_refused
 from vimogen_core.motion.representation import Normalizer
 
 FORMAT = "vimogen-train-checkpoint/1"
@@ -83,7 +83,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise MotionDataError(path, "checkpoint file not found")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
+    except pickle.UnpicklingError as err:
+        raise pickled_objects_refused(path, err) from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
         raise MotionDataError(path, f"not a readable training checkpoint ({err.__class__.__name__}: {str(err)[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MotionDataError(path, f"not a vimogen training checkpoint (expected format {FORMAT!r})")
