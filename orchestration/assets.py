@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from dagster import (
-    AssetCheckResult, AssetExecutionContext, BackfillPolicy, Config, DataVersion, MaterializeResult, MetadataValue,
-    PipesSubprocessClient, StaticPartitionsDefinition, asset, asset_check,
+    AssetCheckResult, AssetExecutionContext, BackfillPolicy, Config, DagsterEventType, DataVersion, Failure,
+    MaterializeResult, MetadataValue, PipesSubprocessClient, StaticPartitionsDefinition, asset, asset_check,
 )
 
 from orchestration import pictures, registry
@@ -225,12 +225,27 @@ def trained_model(context: AssetExecutionContext, config: TrainingRunConfig, pat
     checkpoint = Path(reported.metadata["checkpoint"].value)
     logged = registry.log_training_run(mlflow, run_id, run_dir, checkpoint, paths, config.sample_prompt,
                                        config.sample_steps)
-    return MaterializeResult(metadata={
+    return MaterializeResult(metadata={  # checkpoint, mlflow_run_id and run_dir: what downstream assets read
         **reported.metadata,
-        "mlflow_run_id": logged["run_id"],
+        "mlflow_run_id": run_id,
+        "run_dir": MetadataValue.path(str(run_dir)),
         "loss_curve": MetadataValue.md(pictures.png_markdown(logged["loss_png"], "training loss")),
         "sample": MetadataValue.md(pictures.png_markdown(logged["sample_png"], f"generated: {config.sample_prompt}")),
     })
+
+
+def trained_model_of_this_run(context: AssetExecutionContext) -> dict:
+    """{"run_id" (MLflow), "checkpoint", "run_dir"} of the trained_model materialisation this Dagster run made,
+    so two runs at once each benchmark and register their own model; a run that did not train (the benchmark
+    group materialised on its own) takes the latest materialisation."""
+    materialisations = context.instance.all_logs(context.run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+    mine = [e for e in materialisations if e.asset_materialization.asset_key == trained_model.key]
+    entry = mine[-1] if mine else context.instance.get_latest_materialization_event(trained_model.key)
+    if entry is None:
+        raise Failure("no trained model yet: materialise trained_model first")
+    metadata = entry.asset_materialization.metadata
+    return {"run_id": metadata["mlflow_run_id"].value, "checkpoint": metadata["checkpoint"].value,
+            "run_dir": metadata["run_dir"].value}
 
 
 @asset(group_name="benchmark", deps=[curated_shards], description="The local MBench judge: a contrastive "
@@ -265,18 +280,22 @@ def mbench_scores(context: AssetExecutionContext, config: BenchRunConfig, paths:
     from vimogen_core.bench.judges import LocalJudge
     from vimogen_core.bench.runner import run_mbench
 
-    run = registry.latest_training(paths)
+    run = trained_model_of_this_run(context)
     name = f"vimogen run {run['run_id'][:8]}"
     result = run_mbench(run["checkpoint"], prompts_path=config.prompts_path or None,
                         eval_info_path=config.eval_info_path or None, out_dir=paths.mbench_dir, steps=config.steps,
                         judge_factory=lambda: LocalJudge.load(paths.judge_dir), model_name=name)
-    scores = {dim: agg["mean"] for dim, agg in result.aggregates.items() if agg.get("mean") is not None}
-    registry.log_scores(mlflow_tracking.setup(paths), run["run_id"], scores, "mbench", paths.mbench_dir)
+    scores = {dim: agg["mean"] for dim, agg in result.aggregates.items()}  # None: could not be scored
+    setup = registry.scoring_setup(result.metadata)
+    registry.log_scores(mlflow_tracking.setup(paths), run["run_id"], scores, "mbench", paths.mbench_dir, setup)
     context.log.info(f"MBench: {scores}")
     report = (paths.mbench_dir / "report.md").read_text()
     return MaterializeResult(metadata={
         "report": MetadataValue.md(report),
-        **{f"mbench/{k}": float(v) for k, v in scores.items()},
+        **{f"mbench/{k}": float(v) for k, v in scores.items() if v is not None},
+        **{f"scored_with/{k}": v for k, v in setup.items()},
+        "checkpoint": MetadataValue.path(run["checkpoint"]),
+        "mlflow_run_id": run["run_id"],
         "report_dir": MetadataValue.path(str(paths.mbench_dir)),
     })
 
@@ -296,7 +315,7 @@ def classic_metrics(context: AssetExecutionContext, config: BenchRunConfig, path
         if row["split"] != "train" and row["motion_text"]:
             texts.append(row["motion_text"][0])
             real.append(features_to_joints(feats))  # (T, 22, 3)
-    run = registry.latest_training(paths)
+    run = trained_model_of_this_run(context)
     generated = load_generator(run["checkpoint"]).generate(texts, [len(r) for r in real], steps=config.steps)
     generated = [features_to_joints(g) for g in generated]
     judge = LocalJudge.load(paths.judge_dir)
@@ -310,23 +329,27 @@ def classic_metrics(context: AssetExecutionContext, config: BenchRunConfig, path
             for k, v in result["generated"].items()]
     context.log.info(f"classic metrics on {len(texts)} held-out samples: {flat}")
     return MaterializeResult(metadata={**{k: float(v) for k, v in flat.items()}, "evaluator": result["evaluator"],
-                                       "samples": len(texts), "report": MetadataValue.path(str(out)),
+                                       "samples": len(texts), "checkpoint": MetadataValue.path(run["checkpoint"]),
+                                       "mlflow_run_id": run["run_id"], "report": MetadataValue.path(str(out)),
                                        "table": MetadataValue.md(pictures.rows_markdown(rows, ("metric", "generated", "real")))})
 
 
-@asset(group_name="registry", deps=[mbench_scores, classic_metrics], description="The trained model logged as an "
-       "MLflow pyfunc and registered as `vimogen`, alias `candidate`.")
-def registered_model(paths: ProjectPaths, mlflow_tracking: MLflowTracking) -> MaterializeResult:
-    version = registry.register_candidate(mlflow_tracking.setup(paths), mlflow_tracking.model_name,
-                                          registry.latest_training(paths), paths)
+@asset(group_name="registry", deps=[trained_model, mbench_scores, classic_metrics], description="The trained model "
+       "logged as an MLflow pyfunc and registered as `vimogen`, alias `candidate`, with its MBench scores and what "
+       "they were scored under.")
+def registered_model(context: AssetExecutionContext, paths: ProjectPaths, mlflow_tracking: MLflowTracking) -> MaterializeResult:
+    run = trained_model_of_this_run(context)
+    version = registry.register_candidate(mlflow_tracking.setup(paths), mlflow_tracking.model_name, run)
     return MaterializeResult(metadata={"model": mlflow_tracking.model_name, "version": int(version.version),
-                                       "alias": "candidate", "uri": f"models:/{mlflow_tracking.model_name}/{version.version}"})
+                                       "alias": "candidate", "uri": f"models:/{mlflow_tracking.model_name}/{version.version}",
+                                       "checkpoint": MetadataValue.path(run["checkpoint"]), "mlflow_run_id": run["run_id"]})
 
 
-@asset(group_name="registry", deps=[registered_model], description="Moves `champion` to the candidate only when its "
-       "MBench scores are not worse than the current champion's on the agreed dimensions.")
+@asset(group_name="registry", deps=[registered_model], description="Moves `champion` to the candidate only when it "
+       "has every promotion score, was scored under the champion's prompt set, judge, pose prior and height mode, and "
+       "is not worse on the agreed dimensions; the decision says why.")
 def champion_alias(context: AssetExecutionContext, paths: ProjectPaths, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     decision = registry.promote_if_not_worse(mlflow_tracking.setup(paths), mlflow_tracking.model_name)
     context.log.info(decision["summary"])
     return MaterializeResult(metadata={"promoted": decision["promoted"], "champion_version": decision["champion"],
-                                       "decision": MetadataValue.md(decision["table"])})
+                                       "summary": decision["summary"], "decision": MetadataValue.md(decision["table"])})

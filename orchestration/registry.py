@@ -1,9 +1,11 @@
 """MLflow side of the graph: log a training run (params, loss curve, dataset input, artifacts),
-scores, the pyfunc registration with alias `candidate`, and the champion promotion rule."""
+scores and what they were scored under, the pyfunc registration with alias `candidate`, and the
+champion promotion rule."""
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from orchestration import pictures
@@ -17,19 +19,20 @@ PROMOTION_DIMENSIONS = {
     "Motion_Condition_Consistency": True,
     "Motion_Generalizability": True,
 }
+# The dimensions the judge scores: when they are missing, the judge's state says why.
+JUDGED_DIMENSIONS = ("Motion_Condition_Consistency", "Motion_Generalizability")
 # Scores within this relative margin count as "not worse" (sampling noise of a small prompt set).
 TOLERANCE = 0.02
+# What an MBench score depends on besides the model (tag `mbench.<key>` on the run and the model version):
+# two models' scores are compared only when every one of these is the same.
+SCORING_SETUP = {"prompt_set": "prompt set", "judge": "judge", "pose_prior": "pose prior", "height_mode": "height mode"}
 
 
-def _run_record(paths: ProjectPaths) -> Path:
-    return paths.path("runs", "latest.json")
-
-
-def latest_training(paths: ProjectPaths) -> dict:
-    record = _run_record(paths)
-    if not record.exists():
-        raise FileNotFoundError(f"{record}: no trained model yet; materialise trained_model first")
-    return json.loads(record.read_text())
+def scoring_setup(metadata: dict) -> dict[str, str]:
+    """The SCORING_SETUP values of one MBench run, from the runner's metadata."""
+    return {"prompt_set": f"{metadata['n_prompts']} prompts, sha256 {metadata['prompt_set_sha256'][:16]}",
+            "judge": metadata["judge"] or "not used", "pose_prior": metadata["pose_scorer"] or "not used",
+            "height_mode": metadata["height_axis"]}
 
 
 def _flatten(prefix: str, value, out: dict) -> dict:
@@ -75,7 +78,7 @@ def log_training_run(mlflow, run_id: str, run_dir: Path, checkpoint: Path, paths
     manifest = read_manifest(paths.manifest).to_pandas()
     digest = hashlib.sha256(paths.manifest.read_bytes()).hexdigest()
     dvc_hash = dvc_directory_hash(paths.shards)
-    with mlflow.start_run(run_id=run_id) as run:  # the loss curve is already there, logged live by the trainer
+    with mlflow.start_run(run_id=run_id):  # the loss curve is already there, logged live by the trainer
         params = {k: str(v)[:500] for k, v in _flatten("", config, {}).items()}
         mlflow.log_params(params)
         summary = manifest[["id", "source", "subset", "split", "n_frames"]]
@@ -94,17 +97,20 @@ def log_training_run(mlflow, run_id: str, run_dir: Path, checkpoint: Path, paths
         for artifact in (run_dir / "train_config.json", checkpoint, loss_png, sample_gif, sample_png):
             if artifact is not None and Path(artifact).exists():
                 mlflow.log_artifact(str(artifact))
-        record = {"run_id": run.info.run_id, "checkpoint": str(checkpoint), "run_dir": str(run_dir),
-                  "manifest_sha256": digest, "dvc_md5": dvc_hash}
-    _run_record(paths).write_text(json.dumps(record, indent=2))
-    return {**record, "loss_png": loss_png, "sample_png": Path(sample_png)}
+    return {"loss_png": loss_png, "sample_png": Path(sample_png)}
 
 
-def log_scores(mlflow, run_id: str, scores: dict, prefix: str, report_dir: Path | None) -> None:
+def log_scores(mlflow, run_id: str, scores: dict, prefix: str, report_dir: Path | None,
+               setup: dict[str, str] | None = None) -> None:
+    """Scores as `<prefix>/<name>` metrics, what they were scored under as `<prefix>.<key>` tags. A score of
+    None (the dimension could not be scored) is logged as NaN, so an earlier scoring's value of the run is
+    not taken for it."""
     client = mlflow.tracking.MlflowClient()
     for key, value in scores.items():
         name = key if key.startswith(prefix) else f"{prefix}/{key}"
-        client.log_metric(run_id, name.replace(" ", "_"), float(value))
+        client.log_metric(run_id, name.replace(" ", "_"), math.nan if value is None else float(value))
+    for key, value in (setup or {}).items():
+        client.set_tag(run_id, f"{prefix}.{key}", value)
     if report_dir is not None:
         for path in Path(report_dir).glob("*.md"):
             client.log_artifact(run_id, str(path), artifact_path=prefix)
@@ -112,10 +118,11 @@ def log_scores(mlflow, run_id: str, scores: dict, prefix: str, report_dir: Path 
             client.log_artifact(run_id, str(path), artifact_path=prefix)
 
 
-def register_candidate(mlflow, model_name: str, run: dict, paths: ProjectPaths):
+def register_candidate(mlflow, model_name: str, run: dict):
+    """Register the training `run` ({"run_id", "checkpoint", "run_dir"}) with its MBench scores and scoring setup."""
     from orchestration.pyfunc_model import model_signature
 
-    settings = paths.path("runs", "serving.json")
+    settings = Path(run["run_dir"]) / "serving.json"  # in the run's own folder: runs at once never share it
     settings.write_text(json.dumps({"steps": 20, "cfg_scale": 5.0}))
     client = mlflow.tracking.MlflowClient()
     with mlflow.start_run(run_id=run["run_id"]):
@@ -125,26 +132,59 @@ def register_candidate(mlflow, model_name: str, run: dict, paths: ProjectPaths):
                                        pip_requirements=["vimogen", "torch==2.13.0", "mlflow==3.17.2"],
                                        signature=model_signature(), registered_model_name=model_name)
     version = client.get_model_version(model_name, str(info.registered_model_version))
-    metrics = client.get_run(run["run_id"]).data.metrics
+    logged = client.get_run(run["run_id"]).data
     for dim in PROMOTION_DIMENSIONS:
-        if f"mbench/{dim}" in metrics:
-            client.set_model_version_tag(model_name, version.version, f"mbench.{dim}", str(metrics[f"mbench/{dim}"]))
+        value = logged.metrics.get(f"mbench/{dim}")
+        if value is not None and not math.isnan(value):
+            client.set_model_version_tag(model_name, version.version, f"mbench.{dim}", str(value))
+    for key in SCORING_SETUP:  # the version keeps what it was scored under, whatever the run is scored with later
+        if f"mbench.{key}" in logged.tags:
+            client.set_model_version_tag(model_name, version.version, f"mbench.{key}", logged.tags[f"mbench.{key}"])
     client.set_registered_model_alias(model_name, "candidate", version.version)
     return version
 
 
+def _refusals(candidate, champion) -> list[str]:
+    """Why the candidate's scores cannot be compared with the champion's (nothing: they can)."""
+    missing = [dim for dim in PROMOTION_DIMENSIONS if f"mbench.{dim}" not in candidate.tags]
+    if missing:  # never compared, whatever the champion
+        judge = (f" (judge: {candidate.tags.get('mbench.judge', 'not recorded')})"
+                 if set(missing) & set(JUDGED_DIMENSIONS) else "")
+        return [f"no {', '.join(missing)} score{judge}"]
+    if champion is None:
+        return []
+    refusals = []
+    champion_missing = [dim for dim in PROMOTION_DIMENSIONS if f"mbench.{dim}" not in champion.tags]
+    if champion_missing:
+        refusals.append(f"champion version {champion.version} has no {', '.join(champion_missing)} score")
+    for key, label in SCORING_SETUP.items():
+        new, old = candidate.tags.get(f"mbench.{key}"), champion.tags.get(f"mbench.{key}")
+        if new is None or new != old:
+            refusals.append(f"scored under a different {label} than champion version {champion.version} "
+                            f"(candidate: {new or 'not recorded'}; champion: {old or 'not recorded'})")
+    return refusals
+
+
 def promote_if_not_worse(mlflow, model_name: str) -> dict:
+    """Move `champion` to `candidate` when the candidate has every promotion score, was scored under the
+    champion's SCORING_SETUP and is not worse on any dimension. The decision, with its reason, is the
+    candidate version's `promotion_decision` tag."""
     client = mlflow.tracking.MlflowClient()
     candidate = client.get_model_version_by_alias(model_name, "candidate")
     try:
         champion = client.get_model_version_by_alias(model_name, "champion")
     except Exception:  # no champion yet: MLflow raises when the alias is unset
         champion = None
+    same = champion is not None and champion.version == candidate.version
+    refusals = [] if same else _refusals(candidate, champion)
     rows, worse = [], []
+    for key, label in SCORING_SETUP.items():
+        new, old = candidate.tags.get(f"mbench.{key}"), None if champion is None else champion.tags.get(f"mbench.{key}")
+        rows.append(f"| {label} | {old} | {new} | {'-' if champion is None else 'same' if new == old else 'different'} |")
     for dim, higher_better in PROMOTION_DIMENSIONS.items():
         new = candidate.tags.get(f"mbench.{dim}")
         old = None if champion is None else champion.tags.get(f"mbench.{dim}")
-        if new is None or old is None:
+        if refusals or new is None or old is None:  # not comparable: no verdict
             rows.append(f"| {dim} | {old} | {new} | - |")
             continue
         new_v, old_v = float(new), float(old)
@@ -153,12 +193,17 @@ def promote_if_not_worse(mlflow, model_name: str) -> dict:
         rows.append(f"| {dim} | {old_v:.4g} | {new_v:.4g} | {'ok' if ok else 'worse'} |")
         if not ok:
             worse.append(dim)
-    same = champion is not None and champion.version == candidate.version
-    promoted = not worse and not same
+    promoted = not same and not refusals and not worse
     if promoted:
         client.set_registered_model_alias(model_name, "champion", candidate.version)
-    reason = ("no champion yet" if champion is None else "already champion" if same
-              else "not worse on " + ", ".join(PROMOTION_DIMENSIONS) if promoted else "worse on " + ", ".join(worse))
+    if same:
+        reason = "already champion"
+    elif refusals:
+        reason = "; ".join(refusals)
+    elif worse:
+        reason = "worse on " + ", ".join(worse)
+    else:
+        reason = "no champion yet" if champion is None else "not worse on " + ", ".join(PROMOTION_DIMENSIONS)
     decision = f"{'promoted' if promoted else 'kept'} version {candidate.version}: {reason}"
     client.set_model_version_tag(model_name, candidate.version, "promotion_decision", decision)
     table = "| dimension | champion | candidate | verdict |\n|---|---|---|---|\n" + "\n".join(rows) + f"\n\n{decision}"

@@ -1,26 +1,29 @@
 """The promotion rule on a real MLflow registry (SQLite): `champion` moves to the candidate only when
-its MBench scores are not worse on the agreed dimensions; the decision is a model-version tag."""
+its MBench scores, under the same scoring setup, are not worse on the agreed dimensions; the decision is
+a model-version tag."""
 from __future__ import annotations
 
-from orchestration.registry import PROMOTION_DIMENSIONS, promote_if_not_worse
+from orchestration.registry import PROMOTION_DIMENSIONS, SCORING_SETUP, promote_if_not_worse
 from orchestration.resources import MLflowTracking, ProjectPaths
 
 GOOD = {"Jitter_Degree": 0.010, "Foot_Sliding": 0.004, "Ground_Penetration": 0.002,
         "Motion_Condition_Consistency": 0.60, "Motion_Generalizability": 0.50}
+SETUP = {"prompt_set": "30 prompts, sha256 0123456789abcdef", "judge": "local-contrastive (threshold 0.300)",
+         "pose_prior": "knn-posebank (k=4)", "height_mode": "true"}
 
 
 def add_version(client, tmp_path, scores: dict) -> str:
     source = tmp_path / f"model_{len(client.search_model_versions())}"
     source.mkdir()
     version = client.create_model_version("vimogen", str(source))
-    for dim, value in scores.items():
-        client.set_model_version_tag("vimogen", version.version, f"mbench.{dim}", str(value))
+    for key, value in (scores | SETUP).items():
+        client.set_model_version_tag("vimogen", version.version, f"mbench.{key}", str(value))
     client.set_registered_model_alias("vimogen", "candidate", version.version)
     return version.version
 
 
 def test_champion_moves_only_when_not_worse(tmp_path):
-    assert set(GOOD) == set(PROMOTION_DIMENSIONS)
+    assert set(GOOD) == set(PROMOTION_DIMENSIONS) and set(SETUP) == set(SCORING_SETUP)
     paths = ProjectPaths(state_dir=str(tmp_path))
     mlflow = MLflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").setup(paths)
     client = mlflow.tracking.MlflowClient()

@@ -11,12 +11,13 @@ error for each of its dimensions; the rest of the run goes on.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -359,6 +360,8 @@ def _run(prompts: list[BenchPrompt], prompt_source: str, motions: dict[str, Load
         "model": model_name,
         "prompt_source": prompt_source,
         "n_prompts": len(prompts),
+        # the prompts' content, wherever they were read from: scores are comparable only on the same set
+        "prompt_set_sha256": hashlib.sha256(json.dumps([asdict(p) for p in prompts]).encode()).hexdigest(),
         "dimensions": sorted({d for p in prompts for d in p.dimensions}, key=ALL_DIMENSIONS.index),
         "judge": names.get("judge"),
         "pose_scorer": names.get("pose_scorer"),
