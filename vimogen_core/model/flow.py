@@ -76,6 +76,12 @@ class FlowMatching:
         s = s.reshape(-1, *([1] * (x0.dim() - 1)))
         return (1 - s) * x0 + s * noise
 
+    def denoised(self, pred: torch.Tensor, x_t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The clean-motion estimate a network output stands for (x0 = x_s - s v for a velocity)."""
+        if self.prediction == "data":
+            return pred
+        return x_t - s.reshape(-1, *([1] * (x_t.dim() - 1))).to(x_t.dtype) * pred
+
     def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return x0 if self.prediction == "data" else noise - x0
 

@@ -44,6 +44,9 @@ class TrainConfig:
     min_frames: int = 40  # training windows are 40-200 frames (2-10 s at 20 fps)
     max_frames: int = 200
     mirror: bool = True
+    # Losses in metres on the joints of the denoised estimate (train/geometry_loss.py), added to the
+    # feature loss with this weight; 0 trains on the feature loss alone, as the released model was.
+    geometry_weight: float = 0.0
     # Conditioning (DESIGN.md section 7).
     text_drop: float = 0.5  # the text is replaced by the null context, for classifier-free guidance
     p_text: float = 0.8  # routing draw: probability that a sample trains the text branch

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vimogen_core.errors import MotionDataError
+from vimogen_core.motion.cleanup import CleanupConfig, clean_features
 from vimogen_core.motion.representation import FEATURE_DIM, Normalizer, check_features, reference_features
 from vimogen_core.train import checkpoint as ckpt
 from vimogen_core.train.conditioning import TextContext
@@ -32,6 +33,13 @@ class Generator:
     device: torch.device
     checkpoint: Path
     step: int
+    # Applied to every generated motion, for every consumer (CLI, served model, MBench); None: the
+    # network's features as sampled.
+    cleanup: CleanupConfig | None = CleanupConfig()
+
+    @property
+    def postprocessing(self) -> str:
+        return self.cleanup.name if self.cleanup is not None else "none"
 
     def _check_request(self, prompts, n_frames, ref_motions) -> tuple[list[str], list[int], list[np.ndarray | None]]:
         if isinstance(prompts, str):
@@ -117,7 +125,8 @@ class Generator:
             motion = sample[row : row + 1, :n]  # (1, n, 276): smoothing must not reach into padding
             if smooth:
                 motion = smooth_features(motion)
-            out.append(self.normalizer.denormalize(motion[0]).numpy().astype(np.float32))
+            feats = self.normalizer.denormalize(motion[0]).numpy().astype(np.float32)
+            out.append(clean_features(feats, self.cleanup) if self.cleanup is not None else feats)
         return out
 
 

@@ -26,6 +26,7 @@ from vimogen_core.train import checkpoint as ckpt
 from vimogen_core.train.conditioning import TextContext
 from vimogen_core.train.config import TrainConfig
 from vimogen_core.train.data import TrainBatch, build_dataset, rank_batches
+from vimogen_core.train.geometry_loss import JointGeometryLoss
 
 KEEP_CHECKPOINTS = 3
 
@@ -179,6 +180,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
     flow = FlowMatching(prediction=model_config.prediction)
     text = TextContext(config.text_encoder, config.text_len, out_dir / "text_cache" if env.is_main else None)
     dataset = build_dataset(config, ckpt.checkpoint_normalizer(payload) if payload else None)
+    geometry = JointGeometryLoss(dataset.normalizer) if config.geometry_weight > 0 else None
 
     start_step = 0
     if payload is not None:
@@ -232,6 +234,9 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
             pred = train_model(x_t, flow.timestep_for_model(s), context.to(env.device), batch.x_mask, batch.reference,
                                batch.reference_mask, batch.use_text, context_mask.to(env.device))  # (B, T, 276)
         local_loss = flow.loss(pred.float(), batch.x0, noise, s, batch.x_mask)
+        if geometry is not None:
+            terms = geometry(flow.denoised(pred.float(), x_t, s), batch.x0, batch.x_mask)
+            local_loss = local_loss + config.geometry_weight * terms.total()
         # The loss averages over valid frames; weighting each rank by its share of the global
         # valid frames makes DDP's gradient average equal the single-process gradient.
         valid = batch.x_mask.sum().float()

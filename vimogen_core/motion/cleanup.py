@@ -1,0 +1,150 @@
+"""Generated features made into one consistent motion; applied after sampling for every consumer
+(CLI, served model, MBench), and named in the MBench report.
+
+The network writes joint positions, their velocities, the rotations and the root separately, and
+nothing in sampling makes them agree: the pelvis read from the position channels wanders frame to
+frame while the velocity channels integrate to a smooth path that drifts, and a planted foot
+shivers by a few centimetres. `clean_features`:
+1. fuses each joint's position channels with its velocity channels by least squares
+   (`fuse_positions`): the velocities shape the path over short times, the positions anchor it
+   over long ones, separately for the pelvis (whose positions wander by decimetres) and for the
+   body relative to it;
+2. canonicalises like the data: frame 0 faces +Y with the pelvis at x = y = 0;
+3. holds each foot still while it is planted (low and slow for at least a few frames), with the
+   hold eased in and out over the neighbouring frames;
+4. re-encodes, so velocities are the differences of the cleaned positions and the root channels the
+   pelvis's: reading positions and integrating velocities give the same joints.
+Rotations keep what the network generated (only the root is turned by the canonicalisation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vimogen_core.motion.motion import canonicalize_arrays
+from vimogen_core.motion.representation import JOINT_VEL, encode_features, features_to_joints, features_to_rotations
+from vimogen_core.motion.skeleton import NUM_JOINTS
+
+LEFT_ANKLE, RIGHT_ANKLE, LEFT_FOOT, RIGHT_FOOT = 7, 8, 10, 11
+FEET = ((LEFT_FOOT, LEFT_ANKLE), (RIGHT_FOOT, RIGHT_ANKLE))  # (foot, the ankle moved with it)
+
+
+@dataclass(frozen=True)
+class CleanupConfig:
+    # A planted foot: below this height (m) and slower than this (m per frame, horizontal, over a
+    # 3-frame average) for at least `min_contact_frames`.
+    contact_height: float = 0.06
+    contact_speed: float = 0.03
+    min_contact_frames: int = 3
+    ease_sigma: float = 1.0  # frames: how softly a hold starts and ends
+    # How far the velocity channels decide the path over the position channels (fuse_positions):
+    # sqrt of it is the time scale in frames. The pelvis read from positions wanders by
+    # decimetres frame to frame, so its velocities rule over about a second; the body only shivers.
+    root_velocity_weight: float = 400.0
+    body_velocity_weight: float = 10.0
+
+    @property
+    def name(self) -> str:
+        return (f"clean-up: positions fused with velocities (pelvis w={self.root_velocity_weight:g}, body "
+                f"w={self.body_velocity_weight:g}), frame 0 canonical, planted feet held (below "
+                f"{self.contact_height:g} m, under {self.contact_speed:g} m/frame, {self.min_contact_frames}+ frames)")
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) bool -> starts, ends (exclusive) of its runs of True."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
+def _gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(T, C) along time, edges replicated."""
+    radius = max(1, int(round(3 * sigma)))
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    weights = (weights / weights.sum()).view(1, 1, -1)
+    flat = F.pad(x.T[:, None], (radius, radius), mode="replicate")  # (C, 1, T + 2r)
+    return F.conv1d(flat, weights)[:, 0].T
+
+
+def foot_hold(joints: torch.Tensor, config: CleanupConfig = CleanupConfig()) -> torch.Tensor:
+    """joints (T, 22, 3) -> the same with each planted foot (and its ankle) held at the foot's mean
+    position over the contact, at least at floor height (z = 0)."""
+    out = joints.clone()
+    t = len(joints)
+    if t < 3:
+        return out
+    for foot, ankle in FEET:
+        path = joints[:, foot]  # (T, 3)
+        step = torch.zeros(t, dtype=joints.dtype)
+        step[1:] = (path[1:, :2] - path[:-1, :2]).norm(dim=-1)
+        speed = F.avg_pool1d(F.pad(step[None, None], (1, 1), mode="replicate"), 3, stride=1)[0, 0]  # (T,)
+        planted = ((path[:, 2] < config.contact_height) & (speed < config.contact_speed)).numpy()
+        starts, ends = _runs(planted)
+        keep = ends - starts >= config.min_contact_frames
+        run_id = np.full(t, -1)
+        for k, (s, e) in enumerate(zip(starts[keep], ends[keep])):  # a few runs per motion
+            run_id[s:e] = k
+        inside = torch.from_numpy(run_id >= 0)
+        if not bool(inside.any()):
+            continue
+        ids = torch.from_numpy(np.maximum(run_id, 0))
+        n_runs = int(keep.sum())
+        counts = torch.bincount(ids[inside], minlength=n_runs).to(joints.dtype)  # (R,)
+        target = torch.zeros(n_runs, 3, dtype=joints.dtype).index_add_(0, ids[inside], path[inside]) / counts[:, None]
+        target[:, 2] = target[:, 2].clamp(min=0.0)
+        correction = torch.where(inside[:, None], target[ids] - path, torch.zeros_like(path))  # (T, 3)
+        # Outside the holds the correction fades (smoothed); inside it is exact.
+        correction = torch.where(inside[:, None], correction, _gaussian_smooth(correction, config.ease_sigma))
+        out[:, foot] += correction
+        out[:, ankle] += correction
+    return out
+
+
+def fuse_positions(positions: torch.Tensor, velocities: torch.Tensor, velocity_weight: float) -> torch.Tensor:
+    """The path x (T, C) closest to both per-frame positions p (T, C) and forward differences v
+    (T, C; the last row unused): argmin sum |x_t - p_t|^2 + w sum |x_{t+1} - x_t - v_t|^2, solved
+    exactly as one banded system for all columns. sqrt(w) is the time scale in frames below which
+    the velocities decide the shape and above which the positions anchor it."""
+    from scipy.linalg import solveh_banded
+
+    t = len(positions)
+    p, v = positions.numpy(), velocities[:-1].numpy()  # (T, C), (T - 1, C)
+    rhs = p.copy()
+    rhs[:-1] -= velocity_weight * v
+    rhs[1:] += velocity_weight * v
+    banded = np.zeros((2, t))  # upper form: (I + w D^T D)
+    banded[0, 1:] = -velocity_weight
+    banded[1] = 1.0 + 2.0 * velocity_weight
+    banded[1, [0, -1]] = 1.0 + velocity_weight
+    return torch.from_numpy(solveh_banded(banded, rhs))
+
+
+def _extend_one_frame(local: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One more frame at constant velocity (positions) and constant angular velocity (root), so
+    that T frames of features can be encoded from T + 1 frames."""
+    next_joints = 2 * joints[-1:] - joints[-2:-1]
+    root = local[:, 0]
+    next_root = root[-1:] @ root[-2:-1].transpose(-1, -2) @ root[-1:]
+    next_local = local[-1:].clone()
+    next_local[:, 0] = next_root
+    return torch.cat([local, next_local]), torch.cat([joints, next_joints])
+
+
+def clean_features(feats: np.ndarray, config: CleanupConfig = CleanupConfig()) -> np.ndarray:
+    """(T, 276) de-normalised generated features -> (T, 276) features of one consistent motion."""
+    f = torch.from_numpy(np.asarray(feats, dtype=np.float64))
+    if len(f) < 2:
+        return np.asarray(feats, dtype=np.float32)
+    t = len(f)
+    local, _ = features_to_rotations(f)  # (T, 22, 3, 3), root orthonormalised by Gram-Schmidt
+    positions = features_to_joints(f)  # (T, 22, 3)
+    velocities = f[:, JOINT_VEL].reshape(t, NUM_JOINTS, 3)
+    pelvis = fuse_positions(positions[:, 0], velocities[:, 0], config.root_velocity_weight)  # (T, 3)
+    body = fuse_positions((positions - positions[:, :1]).reshape(t, -1), (velocities - velocities[:, :1]).reshape(t, -1),
+                          config.body_velocity_weight).reshape(t, NUM_JOINTS, 3)  # relative to the pelvis
+    local, joints = canonicalize_arrays(local, body + pelvis[:, None])
+    joints = foot_hold(joints, config)
+    return encode_features(*_extend_one_frame(local, joints)).float().numpy()
