@@ -19,6 +19,7 @@ from vimogen_core.curation import pipeline
 from vimogen_core.curation.raw_sources import SourcesConfig, build_sources, write_npz
 from vimogen_core.curation.shards import MANIFEST_NAME
 from vimogen_core.errors import MotionDataError
+from vimogen_core.model.dit import read_state_dict
 from vimogen_core.sources.deepmimic import load_builtin_clip
 from vimogen_core.sources.vimogen228k import load_vimogen_motion
 from vimogen_core.train.checkpoint import load_checkpoint
@@ -83,8 +84,8 @@ class _RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize("load", [load_checkpoint, load_vimogen_motion, DistanceFieldPrior.load],
-                         ids=["training checkpoint", "released motion", "distance-field prior"])
+@pytest.mark.parametrize("load", [load_checkpoint, load_vimogen_motion, DistanceFieldPrior.load, read_state_dict],
+                         ids=["training checkpoint", "released motion", "distance-field prior", "released weights"])
 def test_pickled_code_is_refused_naming_the_file_without_unsafe_advice(load, tmp_path):
     marker = tmp_path / "code-ran"
     hostile = tmp_path / "walk_motion.pt"

@@ -22,7 +22,8 @@ from vimogen_core.sources.amass import write_amass_npz
 from vimogen_core.sources.deepmimic import load_builtin_clip
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CURATION = [assets.raw_takes, assets.curated_samples, assets.curated_shards, assets.manifest_expectations]
+CURATION = [assets.raw_takes, assets.curated_samples, assets.curated_shards, assets.manifest_expectations,
+            assets.normalisation_stats]
 SOURCES = ("optical_mocap", "in_the_wild_video", "synthetic_video")
 
 

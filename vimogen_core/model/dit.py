@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vimogen_core.errors import pickled_objects_refused
 from vimogen_core.model.config import DiTConfig
 
 
@@ -335,7 +337,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated file, pickle with code, not a torch file ...
+        except pickle.UnpicklingError as err:  # a pickle that asks for code: never pass on torch's advice
+            raise pickled_objects_refused(path, err) from None
+        except Exception as err:  # truncated file, not a torch file ...
             raise ValueError(f"{path}: not a readable weights file ({type(err).__name__}: {err})") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
