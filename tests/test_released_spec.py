@@ -111,7 +111,7 @@ def test_loader_reports_what_does_not_fit(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         load_released_state_dict(target, tmp_path / "nowhere.pt")
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="garbage.pt: not a readable weights file"):
+    with pytest.raises(ValueError, match="garbage.pt: refused to load: not a torch file"):
         load_released_state_dict(target, tmp_path / "garbage.pt")
 
 
