@@ -333,6 +333,10 @@ def test_bench_run_generates_with_a_trained_checkpoint_and_writes_every_file(tra
     # Generated motions keep their requested lengths; the report names the checkpoint's model.
     assert np.load(out / "motions" / "0.npy").shape == (builtin_prompts_frames(0), 22, 3)
     assert f"| **{checkpoint.stem}** |" in (out / "report.md").read_text()
+    # The clean-up applied to every generated motion is named in the report, and was applied:
+    # the motions start at the origin like the data.
+    assert "post-processing: clean-up: positions fused with velocities" in (out / "report.md").read_text()
+    assert max(float(np.linalg.norm(np.load(f)[0, 0, :2])) for f in (out / "motions").glob("*.npy")) < 1e-4
 
 
 def builtin_prompts_frames(global_id: int) -> int:

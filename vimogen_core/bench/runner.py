@@ -285,6 +285,7 @@ def markdown_report(result: MBenchResult, model_name: str = "this run") -> str:
         f"- judge: {meta.get('judge') or 'not used'}",
         f"- pose prior / body mesh: {meta.get('pose_scorer') or 'not used'}",
         f"- foot metrics height axis: {meta.get('height_axis')}",
+        f"- generated motion post-processing: {meta.get('postprocessing') or 'not recorded (motions read from files)'}",
         f"- created: {meta.get('created')}",
         "",
         "## Next to the published MBench table",
@@ -416,10 +417,11 @@ def score_directory(motions_dir: str | os.PathLike, dimensions: Sequence[str] | 
 
 def generate_motions(checkpoint: str | os.PathLike, prompts: Sequence[BenchPrompt], motions_dir: str | os.PathLike | None,
                      *, steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
-                     batch_size: int = 32) -> dict[str, LoadedMotion]:
+                     batch_size: int = 32) -> tuple[dict[str, LoadedMotion], str]:
     """Generate one motion per prompt with a trained checkpoint (text mode); optionally save
     `{id}.npy` joints and `features/{id}.npy`. Prompts go in order of length so that each batch
-    pads little; the generator seeds every motion by its position, so runs are reproducible."""
+    pads little; the generator seeds every motion by its position, so runs are reproducible.
+    Returns the motions and the post-processing the generator applied to them."""
     from vimogen_core.train.generate import load_generator
 
     generator = load_generator(checkpoint)
@@ -443,7 +445,7 @@ def generate_motions(checkpoint: str | os.PathLike, prompts: Sequence[BenchPromp
             if motion.joints is not None:
                 np.save(motions_dir / "features" / f"{key}.npy", motion.features)
                 np.save(motions_dir / f"{key}.npy", motion.joints.astype(np.float32))
-    return out
+    return out, generator.postprocessing
 
 
 def run_mbench(checkpoint: str | os.PathLike | None = None, *, motions_dir: str | os.PathLike | None = None,
@@ -461,8 +463,10 @@ def run_mbench(checkpoint: str | os.PathLike | None = None, *, motions_dir: str 
     if checkpoint is not None:
         with timer("generate"):
             save_to = Path(out_dir) / "motions" if out_dir is not None else None
-            motions = generate_motions(checkpoint, prompts, save_to, steps=steps, cfg_scale=cfg_scale, seed=seed)
+            motions, postprocessing = generate_motions(checkpoint, prompts, save_to, steps=steps, cfg_scale=cfg_scale,
+                                                       seed=seed)
         extra = {"checkpoint": str(checkpoint), "steps": steps, "cfg_scale": cfg_scale, "seed": seed,
+                 "postprocessing": postprocessing,
                  "seconds_per_motion_generation": timer.seconds["generate"] / max(1, len(prompts))}
         name = model_name or Path(checkpoint).stem
     else:
