@@ -4,8 +4,8 @@ report and the UIs are. Everything lives in the project-local state folder."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -49,9 +49,30 @@ def run_config(steps: int, bench_steps: int, judge_preset: str, train_overrides:
     }
 
 
-def materialize_all(state_dir: Path, config: dict, log_path: Path | None = None) -> subprocess.CompletedProcess:
+# What the demo shows of the Dagster log (the whole log goes to a file): finished and failed
+# steps, and the training loss every TRAIN_REPORT_EVERY steps.
+_STEP_EVENT = re.compile(r" - (\w+) - (STEP_SUCCESS|STEP_FAILURE) - (.*)$")
+_TRAIN_LINE = re.compile(r" - trained_model - step (\d+): (loss=\S+)")
+TRAIN_REPORT_EVERY = 250
+
+
+def summary_line(line: str) -> str | None:
+    """The one-line summary of a Dagster log line worth showing, else None."""
+    event = _STEP_EVENT.search(line)
+    if event:
+        asset, kind, text = event.groups()
+        took = re.search(r" in (\d[\w.]*?)\.?$", text)
+        return f"  {'done' if kind == 'STEP_SUCCESS' else 'FAILED'}: {asset}" + (f" ({took.group(1)})" if took else f": {text}")
+    train = _TRAIN_LINE.search(line)
+    if train and int(train.group(1)) % TRAIN_REPORT_EVERY == 0:
+        return f"    training step {train.group(1)}: {train.group(2)}"
+    return None
+
+
+def materialize_all(state_dir: Path, config: dict, log_path: Path, echo=None) -> subprocess.CompletedProcess:
     """The whole graph through the `dagster` CLI, as subprocesses: every source partition of the raw
-    takes in one run (`--partition-range`), then everything downstream of them (`curated_samples*`)."""
+    takes in one run (`--partition-range`), then everything downstream of them (`curated_samples*`).
+    The full output goes to `log_path`; `echo(text)`, if given, gets the summary lines."""
     from vimogen_core.curation.records import SOURCES
 
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -62,10 +83,16 @@ def materialize_all(state_dir: Path, config: dict, log_path: Path | None = None)
     dagster = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "orchestration.definitions"]
     commands = [dagster + ["--select", "raw_takes", "--partition-range", f"{SOURCES[0]}...{SOURCES[-1]}"],
                 dagster + ["--select", "curated_samples*", "-c", str(config_path)]]
-    with open(log_path, "w") if log_path is not None else contextlib.nullcontext() as log:
+    with open(log_path, "w") as log:
         for command in commands:
-            redirect = {"stdout": log, "stderr": subprocess.STDOUT} if log is not None else {}
-            done = subprocess.run(command, env=env, cwd=REPO_ROOT, **redirect)
+            process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, errors="replace")
+            for line in process.stdout:
+                log.write(line)
+                shown = summary_line(line) if echo is not None else None
+                if shown:
+                    echo(shown)
+            done = subprocess.CompletedProcess(command, process.wait())
             if done.returncode != 0:
                 break
     return done
@@ -85,11 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     state = Path(args.state_dir).resolve()
     started = time.perf_counter()
-    done = materialize_all(state, run_config(args.steps, args.bench_steps, args.judge_preset, args.train_overrides))
+    log_path = state / "demo.log"
+    print(f"ViMoGen demo: the whole asset graph on the embedded defaults (full log: {log_path})", flush=True)
+    done = materialize_all(state, run_config(args.steps, args.bench_steps, args.judge_preset, args.train_overrides),
+                           log_path, echo=lambda text: print(text, flush=True))
     minutes = (time.perf_counter() - started) / 60
     if done.returncode != 0:
         print(f"\nViMoGen demo FAILED after {minutes:.1f} min (dagster exit code {done.returncode}); "
-              f"run logs: {state / 'dagster_home'}", file=sys.stderr)
+              f"full log: {log_path}", file=sys.stderr)
         return done.returncode
     env = demo_environment(state)
     print(f"""

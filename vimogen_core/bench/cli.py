@@ -62,7 +62,7 @@ def cmd_run(args) -> int:
     out = args.out or Path(args.checkpoint).parent / f"mbench_{Path(args.checkpoint).stem}"
     result = run_mbench(args.checkpoint, prompts_path=args.prompts, eval_info_path=args.eval_info,
                         dimensions=args.dimensions, out_dir=out, height_axis=args.height_axis,
-                        judge_factory=_judge_factory(args), steps=args.steps, cfg_scale=args.cfg_scale,
+                        judge_factory=_judge_factory(args), steps=args.steps, cfg_scale=args.cfg_scale, cleanup=not args.no_cleanup,
                         seed=args.seed, model_name=args.model_name)
     _print_summary(result)
     print(json.dumps({"timing_s": result.metadata["timing_s"]}))
@@ -96,6 +96,8 @@ def register(subparsers) -> None:
     run.add_argument("--prompts", type=Path, default=None, help="MBench_final.json (default: the built-in prompt set)")
     run.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's)")
     run.add_argument("--cfg-scale", type=float, default=None)
+    run.add_argument("--no-cleanup", action="store_true",
+                     help="score the network's features as sampled, without the post-sampling clean-up")
     run.add_argument("--seed", type=int, default=0)
     _common(run)
     run.set_defaults(func=cmd_run)

@@ -417,14 +417,17 @@ def score_directory(motions_dir: str | os.PathLike, dimensions: Sequence[str] | 
 
 def generate_motions(checkpoint: str | os.PathLike, prompts: Sequence[BenchPrompt], motions_dir: str | os.PathLike | None,
                      *, steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
-                     batch_size: int = 32) -> tuple[dict[str, LoadedMotion], str]:
+                     batch_size: int = 32, cleanup: bool = True) -> tuple[dict[str, LoadedMotion], str]:
     """Generate one motion per prompt with a trained checkpoint (text mode); optionally save
     `{id}.npy` joints and `features/{id}.npy`. Prompts go in order of length so that each batch
     pads little; the generator seeds every motion by its position, so runs are reproducible.
-    Returns the motions and the post-processing the generator applied to them."""
+    Returns the motions and the post-processing the generator applied to them (`cleanup=False`:
+    none, the network's features as sampled)."""
     from vimogen_core.train.generate import load_generator
 
     generator = load_generator(checkpoint)
+    if not cleanup:
+        generator.cleanup = None
     options = {k: v for k, v in {"steps": steps, "cfg_scale": cfg_scale}.items() if v is not None}
     ordered = sorted(prompts, key=lambda p: (p.n_frames, p.global_id))
     features = generator.generate([p.text for p in ordered], n_frames=[p.n_frames for p in ordered], seed=seed,
@@ -452,7 +455,7 @@ def run_mbench(checkpoint: str | os.PathLike | None = None, *, motions_dir: str 
                prompts_path=None, eval_info_path=None, dimensions: Sequence[str] | None = None,
                out_dir: str | os.PathLike | None = None, height_axis: str = metrics.HEIGHT_TRUE,
                judge_factory=default_judge_factory, pose_scorer_factory=default_pose_scorer_factory,
-               steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
+               steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, cleanup: bool = True,
                model_name: str | None = None, sink=None) -> MBenchResult:
     """Generate with `checkpoint` (or read `motions_dir`) for the prompts and score them."""
     if (checkpoint is None) == (motions_dir is None):
@@ -464,7 +467,7 @@ def run_mbench(checkpoint: str | os.PathLike | None = None, *, motions_dir: str 
         with timer("generate"):
             save_to = Path(out_dir) / "motions" if out_dir is not None else None
             motions, postprocessing = generate_motions(checkpoint, prompts, save_to, steps=steps, cfg_scale=cfg_scale,
-                                                       seed=seed)
+                                                       seed=seed, cleanup=cleanup)
         extra = {"checkpoint": str(checkpoint), "steps": steps, "cfg_scale": cfg_scale, "seed": seed,
                  "postprocessing": postprocessing,
                  "seconds_per_motion_generation": timer.seconds["generate"] / max(1, len(prompts))}
