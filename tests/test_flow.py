@@ -141,3 +141,25 @@ def test_data_prediction_loss_and_velocity():
     assert as_velocity(x0, x_s, s, "velocity") is x0
     with pytest.raises(ValueError, match="prediction"):
         FlowMatching(prediction="noise")
+
+
+def test_skip_estimate_passes_the_input_at_low_noise_and_its_target_recovers_the_data():
+    from vimogen_core.model.flow import denoised
+    from vimogen_core.sources.deepmimic import load_builtin_clip
+
+    feats = torch.from_numpy(load_builtin_clip("walk").motion.features().numpy())
+    x0 = ((feats - feats.mean(0)) / (feats.std(0) + 1e-4))[None]  # (1, T, 276) unit-variance data
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    flow = FlowMatching(prediction="skip")
+    for s_value in (0.001, 0.3, 0.9):
+        s = torch.tensor([s_value])
+        x_t = flow.interpolate(x0, noise, s)
+        target = flow.target(x0, noise, s)
+        assert torch.allclose(denoised(target, x_t, s, "skip"), x0, atol=1e-4)
+        assert float(flow.loss(target, x0, noise, s, None)) < 1e-8
+    # Whatever a network outputs near s = 0, the estimate is its input: nothing to rebuild.
+    s = torch.tensor([0.001])
+    x_t = flow.interpolate(x0, noise, s)
+    garbage = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    assert float((denoised(garbage, x_t, s, "skip") - x0).abs().mean()) < 0.01
+    assert float((denoised(garbage, x_t, s, "data") - x0).abs().mean()) > 0.5

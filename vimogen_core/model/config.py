@@ -26,8 +26,8 @@ class DiTConfig:
     prediction: str = "velocity"
 
     def __post_init__(self):
-        if self.prediction not in ("velocity", "data"):
-            raise ValueError(f"prediction must be 'velocity' or 'data', got {self.prediction!r}")
+        if self.prediction not in ("velocity", "data", "skip"):
+            raise ValueError(f"prediction must be 'velocity', 'data' or 'skip', got {self.prediction!r}")
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.freq_dim % 2:

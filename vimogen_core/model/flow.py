@@ -5,6 +5,10 @@ Path: x_s = (1 - s) x0 + s e, s in [0, 1] (s = 1 is pure noise); the network pre
 velocity v = e - x0, so integrating dx/ds = v from s = 1 down to 0 recovers data. The network
 reads the time as s x 1000. A network configured for data prediction outputs x0 instead; its
 velocity is (x_s - x0) / s, and its loss is the squared error of x0 with uniform time weight.
+A "skip" network outputs F with x0 = c_skip(s) x_s + c_out(s) F (EDM's preconditioning for
+unit-variance data): its input reaches the estimate directly, so at low noise the estimate is the
+input itself instead of whatever a network narrower than the features can rebuild; its loss is the
+squared error of F against the F that gives the true x0, with uniform time weight.
 """
 from __future__ import annotations
 
@@ -16,6 +20,28 @@ import torch.nn.functional as F
 from vimogen_core.motion.representation import ROOT_ROT6D, ROOT_VEL
 
 ROOT_WEIGHT_DIMS = slice(ROOT_ROT6D.start, ROOT_VEL.stop)  # 258:276 (root rotation, velocities, position), 3x
+PREDICTIONS = ("velocity", "data", "skip")
+
+
+def _per_sample(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return s.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+
+
+def skip_coefficients(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """c_skip, c_out for x_s = (1 - s) x0 + s e with unit-variance x0: the least-squares share of
+    x_s in x0, and the spread of what remains (so F has unit variance)."""
+    spread = (1 - s) ** 2 + s**2
+    return (1 - s) / spread, s / spread.sqrt()
+
+
+def denoised(output: torch.Tensor, x: torch.Tensor, s: torch.Tensor, prediction: str) -> torch.Tensor:
+    """The clean-motion estimate a network output stands for, at (x (B, T, D), s (B,))."""
+    if prediction == "data":
+        return output
+    if prediction == "skip":
+        c_skip, c_out = skip_coefficients(_per_sample(s, x))
+        return c_skip * x + c_out * output
+    return x - _per_sample(s, x) * output
 
 
 def shift_time(s: torch.Tensor, shift: float) -> torch.Tensor:
@@ -43,8 +69,8 @@ class FlowMatching:
                  weighting: str = "time", prediction: str = "velocity"):
         if weighting not in ("time", "schedule"):
             raise ValueError(f"unknown loss weighting {weighting!r}: use 'time' or 'schedule'")
-        if prediction not in ("velocity", "data"):
-            raise ValueError(f"unknown prediction {prediction!r}: use 'velocity' or 'data'")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}: use one of {', '.join(PREDICTIONS)}")
         self.prediction = prediction
         self.shift = shift
         self.grid_size = grid_size
@@ -77,13 +103,15 @@ class FlowMatching:
         return (1 - s) * x0 + s * noise
 
     def denoised(self, pred: torch.Tensor, x_t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """The clean-motion estimate a network output stands for (x0 = x_s - s v for a velocity)."""
-        if self.prediction == "data":
-            return pred
-        return x_t - s.reshape(-1, *([1] * (x_t.dim() - 1))).to(x_t.dtype) * pred
+        return denoised(pred, x_t, s, self.prediction)
 
-    def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return x0 if self.prediction == "data" else noise - x0
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if self.prediction == "data":
+            return x0
+        if self.prediction == "skip":
+            c_skip, c_out = skip_coefficients(_per_sample(s, x0))
+            return (x0 - c_skip * self.interpolate(x0, noise, s)) / c_out
+        return noise - x0
 
     @staticmethod
     def timestep_for_model(s: torch.Tensor) -> torch.Tensor:
@@ -95,7 +123,7 @@ class FlowMatching:
         of the batch and all dims. pred/x0/noise (B, T, D), s (B,), frame_mask (B, T) or None."""
         dim_weight = torch.ones(pred.shape[-1], device=pred.device, dtype=pred.dtype)
         dim_weight[ROOT_WEIGHT_DIMS] = self.root_weight
-        err = (pred - self.target(x0, noise)).pow(2) * dim_weight  # (B, T, D)
+        err = (pred - self.target(x0, noise, s.to(pred.device))).pow(2) * dim_weight  # (B, T, D)
         mask = torch.ones(pred.shape[:2], device=pred.device) if frame_mask is None else frame_mask.float()
         weight = self.time_weight(s).to(pred.device) if self.prediction == "velocity" else torch.ones_like(s, device=pred.device)
         per_frame = err.mean(-1) * mask * weight[:, None]  # (B, T)
@@ -103,11 +131,11 @@ class FlowMatching:
 
 
 def as_velocity(output: torch.Tensor, x: torch.Tensor, s: torch.Tensor, prediction: str) -> torch.Tensor:
-    """A network output as the velocity at (x (B, T, D), s (B,)); s > 0 wherever data is predicted
+    """A network output as the velocity at (x (B, T, D), s (B,)); s > 0 wherever data is estimated
     (the sampler never evaluates the network at s = 0)."""
     if prediction == "velocity":
         return output
-    return (x - output) / s.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+    return (x - denoised(output, x, s, prediction)) / _per_sample(s, x)
 
 
 def inference_times(steps: int, shift: float = 5.0) -> torch.Tensor:
