@@ -5,7 +5,7 @@ joint decodes (position channels vs integrated velocities) over the first 4 s. V
 sampling settings are measured side by side in one run. Prints JSON.
 
     .venv/bin/python benchmarks/generation_quality.py --checkpoint RUN/checkpoints/step_X.pt \
-        [--seeds 3] [--variants 'steps=10,cfg=5' 'steps=50,cfg=2.5'] [--raw-weights]
+        [--seeds 3] [--variants 'steps=10,cfg=5' 'steps=50,cfg=2.5,cleanup=0'] [--raw-weights]
 """
 from __future__ import annotations
 
@@ -48,10 +48,12 @@ def real_clips(frames: int = 100) -> tuple[dict, dict]:
     return quality([features_to_joints(f) for f in feats]), consistency(feats)
 
 
-def parse_variant(text: str) -> dict:
+def parse_variant(text: str) -> tuple[dict, bool]:
+    """'steps=10,cfg=5,smooth=1,cleanup=1' -> generate() options, whether to clean up."""
     values = dict(part.split("=", 1) for part in text.split(",") if part)
-    return {"steps": int(values.get("steps", 10)), "cfg_scale": float(values.get("cfg", 5.0)),
-            **({"smooth": values["smooth"] not in ("0", "false")} if "smooth" in values else {})}
+    off = ("0", "false")
+    return ({"steps": int(values.get("steps", 10)), "cfg_scale": float(values.get("cfg", 5.0)),
+             "smooth": values.get("smooth", "1") not in off}, values.get("cleanup", "1") not in off)
 
 
 def main() -> None:
@@ -68,8 +70,10 @@ def main() -> None:
     weights = [True, False] if args.raw_weights else [True]
     for use_ema in weights:
         generator = load_generator(args.checkpoint, use_ema=use_ema)
+        cleanup = generator.cleanup
         for text in args.variants:
-            options = parse_variant(text)
+            options, clean = parse_variant(text)
+            generator.cleanup = cleanup if clean else None
             started = time.perf_counter()
             feats = []
             for seed in range(args.seeds):

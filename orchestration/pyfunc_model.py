@@ -48,7 +48,7 @@ class VimogenPyfunc(mlflow.pyfunc.PythonModel):
         with open(context.artifacts["settings"]) as handle:
             settings = json.load(handle)
         self.steps = int(settings.get("steps", 50))
-        self.cfg_scale = float(settings.get("cfg_scale", 5.0))
+        self.cfg_scale = settings.get("cfg_scale")  # None: the training preset's guidance scale
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
         import torch

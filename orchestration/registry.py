@@ -123,7 +123,7 @@ def register_candidate(mlflow, model_name: str, run: dict):
     from orchestration.pyfunc_model import model_signature
 
     settings = Path(run["run_dir"]) / "serving.json"  # in the run's own folder: runs at once never share it
-    settings.write_text(json.dumps({"steps": 20, "cfg_scale": 5.0}))
+    settings.write_text(json.dumps({"steps": 20}))  # guidance: the training preset's
     client = mlflow.tracking.MlflowClient()
     with mlflow.start_run(run_id=run["run_id"]):
         info = mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")),

@@ -42,7 +42,7 @@ def test_cleaned_motion_starts_at_the_origin_and_both_decodes_agree():
     assert float((read[:80] - integrated[:80]).norm(dim=-1).max()) < 0.05  # within 5 cm over 4 s
     # The jagged copy is brought back near the real walk's smoothness and path.
     jitter = [metrics.jitter_degree(j) for j in (features_to_joints(real), read.numpy(), features_to_joints(noisy))]
-    assert jitter[1] < 1.5 * jitter[0] and jitter[1] < 0.1 * jitter[2]
+    assert jitter[1] < 2.0 * jitter[0] and jitter[1] < 0.1 * jitter[2]
     travel = read[-1, 0, :2] - read[0, 0, :2]
     real_travel = features_to_joints(real)[-1, 0, :2] - features_to_joints(real)[0, 0, :2]
     assert float(np.linalg.norm(travel.numpy() - real_travel)) < 0.3

@@ -5,7 +5,7 @@ import torch
 from vimogen_core.model.config import get_preset
 from vimogen_core.model.dit import ViMoGenDiT
 from vimogen_core.model.flow import (
-    ClassifierFreeGuidance, FlowMatching, as_velocity, euler_sample, inference_times, smooth_features,
+    ClassifierFreeGuidance, FlowMatching, as_velocity, denoised, euler_sample, inference_times, smooth_features,
 )
 
 
@@ -110,8 +110,10 @@ def test_guidance_wrapper_around_the_model():
         v_u = model(x, s * 1000, null.expand(b, -1, -1), mask, ref, mask, use_text)
     assert calls == [b + 2]  # one forward: the batch plus the two text-mode samples without text
     want = torch.where(use_text[:, None, None], v_u + 5.0 * (v_c - v_u), v_c)
-    assert model.config.prediction == "data"  # the tiny network outputs clean motion: velocity = (x - x0) / s
-    want = (x - want) / 0.7
+    # The tiny network outputs a residual over its scaled input (skip); guidance is linear in it,
+    # and the velocity is (x - x0) / s of the estimate it stands for.
+    assert model.config.prediction == "skip"
+    want = (x - denoised(want, x, s, "skip")) / 0.7
     assert (got - want).abs().max() < 1e-4 * want.abs().max()
     out = euler_sample(velocity, (b, t, 276), steps=3, x_mask=mask, generator=torch.Generator().manual_seed(0))
     assert out.shape == (b, t, 276) and torch.isfinite(out).all()
@@ -144,7 +146,6 @@ def test_data_prediction_loss_and_velocity():
 
 
 def test_skip_estimate_passes_the_input_at_low_noise_and_its_target_recovers_the_data():
-    from vimogen_core.model.flow import denoised
     from vimogen_core.sources.deepmimic import load_builtin_clip
 
     feats = torch.from_numpy(load_builtin_clip("walk").motion.features().numpy())

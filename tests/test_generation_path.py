@@ -89,3 +89,23 @@ def test_training_normalises_with_the_given_statistics_file(tmp_path):
     np.testing.assert_array_equal(dataset.normalizer.std, given.std)
     run = train(apply_overrides(config, FAST), tmp_path / "run", progress=False)
     np.testing.assert_array_equal(load_generator(run.checkpoint).normalizer.std, given.std)
+
+
+def test_tiny_preset_trains_with_the_joint_space_losses(tmp_path):
+    """geometry_weight, set by the tiny preset, changes what a training step does."""
+    config = apply_overrides(get_train_preset("tiny"), FAST)
+    assert config.geometry_weight > 0
+    with_geometry = torch.load(train(config, tmp_path / "a", progress=False).checkpoint, weights_only=True)["model"]
+    without = torch.load(train(config.replace(geometry_weight=0.0), tmp_path / "b", progress=False).checkpoint,
+                         weights_only=True)["model"]
+    assert max(float((with_geometry[k] - without[k]).abs().max()) for k in with_geometry) > 1e-4
+
+
+def test_generation_guides_with_the_presets_scale_unless_told(checkpoint):
+    generator = load_generator(checkpoint)
+    assert generator.train_config.guidance_scale == get_train_preset("tiny").guidance_scale != 5.0
+    default = generator.generate(["a person jumps"], 30, steps=3)[0]
+    preset = generator.generate(["a person jumps"], 30, steps=3, cfg_scale=generator.train_config.guidance_scale)[0]
+    released = generator.generate(["a person jumps"], 30, steps=3, cfg_scale=5.0)[0]
+    np.testing.assert_array_equal(default, preset)
+    assert np.abs(default - released).max() > 1e-3

@@ -19,7 +19,8 @@ class DiTConfig:
     max_frames: int = 5000
     # The released model attends zero-padded text tokens; own presets may mask them instead.
     mask_text_padding: bool = False
-    # What the network outputs: the flow velocity (the released model) or the clean motion ("data").
+    # What the network outputs: the flow velocity (the released model), the clean motion ("data"),
+    # or the clean motion's residual over a scaled copy of its input ("skip", model/flow.py).
     # A network narrower than its 276 input features cannot carry the noise through its hidden
     # width, so it cannot output a velocity (which contains the noise); the clean motion lies on a
     # low-dimensional manifold and fits. The sampler turns a data prediction into a velocity.
@@ -46,9 +47,11 @@ PRESETS: dict[str, DiTConfig] = {
     # The released ViMoGen network (umT5-XXL text features), 2,258,214,420 parameters.
     "released": DiTConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30, text_dim=4096),
     # CPU-trainable sizes on MiniLM (384-d) text features.
-    # Both are narrower than the 276 motion features, hence data prediction.
+    # Both are narrower than the 276 motion features, hence data prediction; tiny's with the skip
+    # (benchmarks/loss_breakdown.py: as plain data prediction its clean-motion error at s = 0.02 was
+    # that at s = 0.5 - it could not pass its input through - and its walks glided without steps).
     "tiny": DiTConfig(dim=128, ffn_dim=512, num_heads=4, num_layers=4, text_dim=384, mask_text_padding=True,
-                      prediction="data"),
+                      prediction="skip"),
     "small": DiTConfig(dim=256, ffn_dim=1024, num_heads=8, num_layers=8, text_dim=384, mask_text_padding=True,
                        prediction="data"),
 }

@@ -9,7 +9,8 @@ shivers by a few centimetres. `clean_features`:
    (`fuse_positions`): the velocities shape the path over short times, the positions anchor it
    over long ones, separately for the pelvis (whose positions wander by decimetres) and for the
    body relative to it;
-2. canonicalises like the data: frame 0 faces +Y with the pelvis at x = y = 0;
+2. canonicalises like the data: frame 0 faces +Y (by the root orientation) with the pelvis at
+   x = y = 0;
 3. holds each foot still while it is planted (low and slow for at least a few frames), with the
    hold eased in and out over the neighbouring frames;
 4. re-encodes, so velocities are the differences of the cleaned positions and the root channels the
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vimogen_core.motion.motion import canonicalize_arrays
+from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.representation import JOINT_VEL, encode_features, features_to_joints, features_to_rotations
 from vimogen_core.motion.skeleton import NUM_JOINTS
 
@@ -123,6 +124,20 @@ def fuse_positions(positions: torch.Tensor, velocities: torch.Tensor, velocity_w
     return torch.from_numpy(solveh_banded(banded, rhs))
 
 
+def canonical_frame_zero(local: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """local (T, 22, 3, 3), joints (T, 22, 3) turned and moved so that frame 0 faces +Y with the
+    pelvis at x = y = 0, as curation canonicalises the data. The heading is read from the root
+    orientation rather than from frame 0's hips (what curation uses on clean data): a generated
+    frame-0 hip axis is off by up to 60 degrees where the root orientation is within 15."""
+    body_left = local[0, 0, :2, 0]  # the root's x axis (SMPL: the body's left) in the ground plane
+    turn = rot.rotation_about_z(-torch.atan2(-body_left[1], -body_left[0])).to(joints.dtype)  # hips onto +X
+    joints = joints @ turn.T
+    joints = joints - torch.cat([joints[0, 0, :2], joints.new_zeros(1)])
+    local = local.clone()
+    local[:, 0] = turn @ local[:, 0]
+    return local, joints
+
+
 def _extend_one_frame(local: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One more frame at constant velocity (positions) and constant angular velocity (root), so
     that T frames of features can be encoded from T + 1 frames."""
@@ -146,6 +161,6 @@ def clean_features(feats: np.ndarray, config: CleanupConfig = CleanupConfig()) -
     pelvis = fuse_positions(positions[:, 0], velocities[:, 0], config.root_velocity_weight)  # (T, 3)
     body = fuse_positions((positions - positions[:, :1]).reshape(t, -1), (velocities - velocities[:, :1]).reshape(t, -1),
                           config.body_velocity_weight).reshape(t, NUM_JOINTS, 3)  # relative to the pelvis
-    local, joints = canonicalize_arrays(local, body + pelvis[:, None])
+    local, joints = canonical_frame_zero(local, body + pelvis[:, None])
     joints = foot_hold(joints, config)
     return encode_features(*_extend_one_frame(local, joints)).float().numpy()

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--frames", type=int, default=100, help="motion length in frames (20 fps)")
     gen.add_argument("--ref-motion", help="(T, 276) features .npy: generate in reference mode")
     gen.add_argument("--steps", type=int, default=50, help="Euler steps")
-    gen.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (text mode)")
+    gen.add_argument("--cfg", type=float, default=None,
+                     help="classifier-free guidance scale (text mode; default: the training preset's)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--batch-size", type=int, default=32)
     gen.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
@@ -113,6 +114,6 @@ def cmd_generate(args) -> int:
         index.append({"prompt": prompt, "stem": stem, "frames": int(len(feats)),
                       "mode": "reference" if refs else "text"})
     (out / "generated.json").write_text(json.dumps({"checkpoint": str(args.checkpoint), "steps": args.steps,
-                                                    "cfg": args.cfg, "seed": args.seed, "motions": index}, indent=1))
+                                                    "cfg": generator.train_config.guidance_scale if args.cfg is None else args.cfg, "seed": args.seed, "motions": index}, indent=1))
     print(f"{out}: {len(motions)} motion(s) written")
     return 0

@@ -71,14 +71,16 @@ class Generator:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n_frames: int | list[int], ref_motions: list[np.ndarray] | None = None,
-                 steps: int = 50, cfg_scale: float = 5.0, seed: int = 0, batch_size: int = 32,
+                 steps: int = 50, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 32,
                  smooth: bool = True, progress: bool = False) -> list[np.ndarray]:
         """Motions as de-normalised (T, 276) float32 features, one per prompt. A sample with a
         reference motion (un-normalised (T_ref, 276) features) is generated in reference mode,
-        conditioned on it alone; the others in text mode with guidance `cfg_scale`."""
+        conditioned on it alone; the others in text mode with guidance `cfg_scale` (default: the
+        training preset's `guidance_scale`)."""
         prompts, lengths, refs = self._check_request(prompts, n_frames, ref_motions)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        cfg_scale = self.train_config.guidance_scale if cfg_scale is None else cfg_scale
         out: list[np.ndarray] = []
         chunks = range(0, len(prompts), batch_size)
         if progress:
