@@ -49,10 +49,11 @@ def real_clips(frames: int = 100) -> tuple[dict, dict]:
 
 
 def parse_variant(text: str) -> tuple[dict, bool]:
-    """'steps=10,cfg=5,smooth=1,cleanup=1' -> generate() options, whether to clean up."""
+    """'steps=10,cfg=5,smooth=1,cleanup=1' -> generate() options (no cfg: the preset's guidance),
+    whether to clean up."""
     values = dict(part.split("=", 1) for part in text.split(",") if part)
     off = ("0", "false")
-    return ({"steps": int(values.get("steps", 10)), "cfg_scale": float(values.get("cfg", 5.0)),
+    return ({"steps": int(values.get("steps", 10)), "cfg_scale": float(values["cfg"]) if "cfg" in values else None,
              "smooth": values.get("smooth", "1") not in off}, values.get("cleanup", "1") not in off)
 
 
@@ -60,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--variants", nargs="+", default=["steps=10,cfg=5"])
+    parser.add_argument("--variants", nargs="+", default=["steps=10"])
     parser.add_argument("--raw-weights", action="store_true", help="also sample from the raw (non-EMA) weights")
     args = parser.parse_args()
 
