@@ -9,7 +9,7 @@ viewer sees, each against a typical scale so that 1.0 means an error of that siz
   of the same estimate (scale 10 cm per frame: early in training they disagree by tens of
   centimetres), so both decodes describe one motion;
 - `foot`: foot velocity on frames where the target's foot is planted (it moves under 1 cm per
-  frame, MBench's contact step), scale 1 cm per frame.
+  frame, MBench's contact step), scale 1 cm per frame, averaged over all frames.
 """
 from __future__ import annotations
 
@@ -49,16 +49,24 @@ class JointGeometryLoss:
     def __call__(self, x0_hat: torch.Tensor, x0: torch.Tensor, frame_mask: torch.Tensor) -> GeometryTerms:
         """x0_hat, x0 (B, T, 276) normalised; frame_mask (B, T) True on real frames."""
         mask = frame_mask.float()  # (B, T)
+        # Every term is a sum over frames divided by the valid frames, like the feature loss, so the
+        # training loop's per-rank frame-share weighting keeps DDP's gradient equal to one process's.
+        frames = mask.sum().clamp(min=1)
         pairs = mask[:, 1:] * mask[:, :-1]  # (B, T-1): both frames real
         pos_hat, pos = self._joints(x0_hat, JOINT_POS), self._joints(x0, JOINT_POS)  # (B, T, 22, 3)
         vel_hat = self._joints(x0_hat, JOINT_VEL)
         rel_err = ((pos_hat - pos_hat[..., :1, :]) - (pos - pos[..., :1, :])).pow(2).sum(-1).mean(-1)  # (B, T)
-        relative = (rel_err * mask).sum() / mask.sum().clamp(min=1) / RELATIVE_SCALE**2
+        relative = (rel_err * mask).sum() / frames / RELATIVE_SCALE**2
         step_hat = pos_hat[:, 1:] - pos_hat[:, :-1]  # (B, T-1, 22, 3)
         cons_err = (step_hat - vel_hat[:, :-1]).pow(2).sum(-1).mean(-1)  # (B, T-1)
-        consistency = (cons_err * pairs).sum() / pairs.sum().clamp(min=1) / CONSISTENCY_SCALE**2
+        consistency = (cons_err * pairs).sum() / frames / CONSISTENCY_SCALE**2
         feet, feet_hat = pos[:, :, FEET], vel_hat[:, :, FEET]  # (B, T, 2, 3)
-        step = torch.cat([feet[:, 1:] - feet[:, :-1], feet[:, -1:] - feet[:, -2:-1]], dim=1).norm(dim=-1)  # (B, T, 2)
+        step = (feet[:, 1:] - feet[:, :-1]).norm(dim=-1)  # (B, T-1, 2)
+        step = torch.cat([step, step[:, -1:]], dim=1)  # (B, T, 2)
+        # A motion's last frame repeats its previous step (MBench's padding), whatever follows it in
+        # the batch: padding behind it depends on its batch mates, which differ between DDP ranks.
+        last = frame_mask & ~torch.cat([frame_mask[:, 1:], torch.zeros_like(frame_mask[:, :1])], dim=1)  # (B, T)
+        step = torch.where(last[..., None], torch.roll(step, 1, dims=1), step)
         planted = (step < CONTACT_STEP).float() * mask[..., None]
-        foot = (feet_hat.pow(2).sum(-1) * planted).sum() / planted.sum().clamp(min=1) / FOOT_SCALE**2
+        foot = (feet_hat.pow(2).sum(-1) * planted).sum() / frames / FOOT_SCALE**2
         return GeometryTerms(relative, consistency, foot)
