@@ -86,3 +86,15 @@ def test_geometry_loss_is_zero_on_the_target_and_grows_with_a_shivering_body():
     shaken = torch.from_numpy(normalizer.normalize(as_generated(real)).astype(np.float32))[None]
     worse = loss(shaken, x0, mask)
     assert float(worse.relative) > 0.1 and float(worse.consistency) > 1.0
+
+
+def test_cleaned_feet_never_go_below_the_floor():
+    sunk = walk_features().copy()
+    t = len(sunk)
+    pos = sunk[:, JOINT_POS].reshape(t, 22, 3)
+    pos[:, [7, 8, 10, 11], 2] -= 0.05  # feet and ankles 5 cm into the floor
+    sunk[:, JOINT_POS] = pos.reshape(t, 66)
+    assert metrics.ground_penetration(features_to_joints(sunk)) > 0.01
+    cleaned = features_to_joints(clean_features(sunk))
+    assert cleaned[:, [7, 8, 10, 11], 2].min() >= 0.0
+    assert metrics.ground_penetration(cleaned) == 0.0

@@ -12,7 +12,7 @@ shivers by a few centimetres. `clean_features`:
 2. canonicalises like the data: frame 0 faces +Y (by the root orientation) with the pelvis at
    x = y = 0;
 3. holds each foot still while it is planted (low and slow for at least a few frames), with the
-   hold eased in and out over the neighbouring frames;
+   hold eased in and out over the neighbouring frames, and keeps feet and ankles above the floor;
 4. re-encodes, so velocities are the differences of the cleaned positions and the root channels the
    pelvis's: reading positions and integrating velocities give the same joints.
 Rotations keep what the network generated (only the root is turned by the canonicalisation).
@@ -52,7 +52,8 @@ class CleanupConfig:
     def name(self) -> str:
         return (f"clean-up: positions fused with velocities (pelvis w={self.root_velocity_weight:g}, body "
                 f"w={self.body_velocity_weight:g}), frame 0 canonical, planted feet held (below "
-                f"{self.contact_height:g} m, under {self.contact_speed:g} m/frame, {self.min_contact_frames}+ frames)")
+                f"{self.contact_height:g} m, under {self.contact_speed:g} m/frame, {self.min_contact_frames}+ frames), "
+                "feet above the floor")
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +139,15 @@ def canonical_frame_zero(local: torch.Tensor, joints: torch.Tensor) -> tuple[tor
     return local, joints
 
 
+def above_floor(joints: torch.Tensor) -> torch.Tensor:
+    """joints (T, 22, 3) with every foot and ankle at or above the floor (z = 0), where the data's
+    are: the generated ones dip below it by centimetres (MBench Ground_Penetration)."""
+    out = joints.clone()
+    feet = [joint for pair in FEET for joint in pair]
+    out[:, feet, 2] = out[:, feet, 2].clamp(min=0.0)
+    return out
+
+
 def _extend_one_frame(local: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One more frame at constant velocity (positions) and constant angular velocity (root), so
     that T frames of features can be encoded from T + 1 frames."""
@@ -162,5 +172,5 @@ def clean_features(feats: np.ndarray, config: CleanupConfig = CleanupConfig()) -
     body = fuse_positions((positions - positions[:, :1]).reshape(t, -1), (velocities - velocities[:, :1]).reshape(t, -1),
                           config.body_velocity_weight).reshape(t, NUM_JOINTS, 3)  # relative to the pelvis
     local, joints = canonical_frame_zero(local, body + pelvis[:, None])
-    joints = foot_hold(joints, config)
+    joints = above_floor(foot_hold(joints, config))
     return encode_features(*_extend_one_frame(local, joints)).float().numpy()
