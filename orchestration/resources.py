@@ -6,11 +6,13 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
+from vimogen_core.state import state_dir
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def default_state_dir() -> str:
-    return os.environ.get("VIMOGEN_STATE_DIR", str(REPO_ROOT / ".state"))
+    return str(state_dir())
 
 
 class ProjectPaths(ConfigurableResource):

@@ -11,7 +11,6 @@ video-language-model judge lives in `vimogen_core.bench.vlm`.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from vimogen_core.bench.evaluator import (
 )
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.representation import features_to_joints
+from vimogen_core.state import state_dir
 
 JUDGE_FILE = "judge.json"
 BUILTIN_MIN_FRAMES = 160  # loop/pad the short built-in clips so training windows vary
@@ -212,8 +212,7 @@ def train_local_judge(train: Sequence[CaptionedMotion] | None = None, heldout: S
 
 
 def default_judge_dir() -> Path:
-    state = Path(os.environ.get("VIMOGEN_STATE_DIR", Path.cwd() / ".state"))
-    return state / "bench" / "local_judge"
+    return state_dir() / "bench" / "local_judge"
 
 
 def load_or_train_local_judge(directory: str | Path | None = None, sink=None) -> LocalJudge:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from vimogen_core.body.model_files import content_hash, load_model_arrays, write_npz_atomic
-from vimogen_core.body.procedural import procedural_model_path, state_dir
+from vimogen_core.body.procedural import procedural_model_path
+from vimogen_core.state import state_dir
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.skeleton import NUM_JOINTS, offsets_from_rest_joints
 

@@ -11,13 +11,13 @@ remaining betas and all pose correctives are zero.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from vimogen_core.body.model_files import content_hash, write_npz_atomic
 from vimogen_core.motion.skeleton import JOINT_NAMES, SMPL24_PARENTS, rest_joints24
+from vimogen_core.state import state_dir
 
 GENERATOR_VERSION = 1
 SMPL_NUM_VERTICES = 6890  # smplx picks extra keypoints at SMPL vertex ids up to 6787
@@ -136,11 +136,6 @@ def build_procedural_smpl(rest_joints: np.ndarray | None = None) -> dict[str, np
         "shapedirs": shapedirs,
         "posedirs": np.zeros((n_vertices, 3, 9 * (n_joints - 1)), dtype=np.float32),
     }
-
-
-def state_dir() -> Path:
-    """Where generated files are cached: $VIMOGEN_STATE_DIR or ~/.cache/vimogen."""
-    return Path(os.environ.get("VIMOGEN_STATE_DIR") or Path.home() / ".cache" / "vimogen")
 
 
 def procedural_model_path() -> Path:
