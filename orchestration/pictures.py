@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,17 @@ def table_markdown(rows: dict[str, object], key: str = "name", value: str = "cou
     return "\n".join(lines)
 
 
+# pyplot and its mathtext parser (the log axis's 10^k tick labels) keep global state: two runs of the
+# graph in one process (in-process executor, threads) must not plot at the same time.
+_PYPLOT_LOCK = threading.Lock()
+
+
 def loss_curve_png(metrics_jsonl: Path, out: Path) -> Path | None:
+    with _PYPLOT_LOCK:
+        return _loss_curve_png(metrics_jsonl, out)
+
+
+def _loss_curve_png(metrics_jsonl: Path, out: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")

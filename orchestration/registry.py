@@ -66,6 +66,19 @@ def open_training_run(mlflow, experiment: str, run_dir: Path) -> str:
     return run.info.run_id
 
 
+def _log_input(mlflow, dataset, tags: dict) -> None:
+    """mlflow.log_input, once more if another run created the same dataset row between MLflow's
+    lookup and its insert (two trainings on one shard set at once); the second call finds the row."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.log_input(dataset, context="training", tags=tags)
+    except MlflowException as err:
+        if "UNIQUE constraint failed: datasets" not in str(err):
+            raise
+        mlflow.log_input(dataset, context="training", tags=tags)
+
+
 def log_training_run(mlflow, run_id: str, run_dir: Path, checkpoint: Path, paths: ProjectPaths, sample_prompt: str,
                      sample_steps: int = 20) -> dict:
     from vimogen_core.curation.shards import read_manifest
@@ -84,7 +97,7 @@ def log_training_run(mlflow, run_id: str, run_dir: Path, checkpoint: Path, paths
         summary = manifest[["id", "source", "subset", "split", "n_frames"]]
         dataset = mlflow.data.from_pandas(summary, source=str(paths.manifest), name="curated-shards",
                                           digest=digest[:32])
-        mlflow.log_input(dataset, context="training", tags={"manifest_sha256": digest, "dvc_md5": dvc_hash})
+        _log_input(mlflow, dataset, {"manifest_sha256": digest, "dvc_md5": dvc_hash})
         mlflow.set_tags({"dataset.manifest_sha256": digest, "dataset.dvc_md5": dvc_hash,
                          "dataset.samples": str(len(manifest))})
         loss_png = pictures.loss_curve_png(run_dir / "metrics.jsonl", run_dir / "loss.png")
