@@ -78,7 +78,7 @@ SOURCE_PARTITIONS = StaticPartitionsDefinition(list(SOURCES))
        "files from the raw inbox (and its S3 prefix) for each.")
 def raw_takes(context: AssetExecutionContext, config: SourcesRunConfig, paths: ProjectPaths,
               raw_data_watch: RawDataWatch) -> MaterializeResult:
-    from vimogen_core.curation.cli import apply_overrides
+    from vimogen_core.config_overrides import apply_overrides
     from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
     from vimogen_core.motion.render import render_frames_png
     from vimogen_core.sources.deepmimic import load_builtin_clip
@@ -113,7 +113,8 @@ def raw_takes(context: AssetExecutionContext, config: SourcesRunConfig, paths: P
 @asset(group_name="curation", deps=[raw_takes], description="Gated, windowed, mirrored samples and the "
        "quarantine report with each rejection's reason.")
 def curated_samples(context: AssetExecutionContext, config: CurationRunConfig, paths: ProjectPaths) -> MaterializeResult:
-    from vimogen_core.curation.cli import _curation_config, apply_overrides
+    from vimogen_core.config_overrides import apply_overrides
+    from vimogen_core.curation.cli import _curation_config
     from vimogen_core.curation.pipeline import curate_sources
     from vimogen_core.curation.shards import read_manifest
 
@@ -156,7 +157,7 @@ def curated_shards(context: AssetExecutionContext, paths: ProjectPaths) -> Mater
 @asset_check(asset=curated_shards, blocking=True, description="Great Expectations suite over the manifest; "
              "a failure stops everything downstream (no training on bad shards).")
 def manifest_expectations(paths: ProjectPaths) -> AssetCheckResult:
-    from vimogen_core.curation.cli import apply_overrides
+    from vimogen_core.config_overrides import apply_overrides
     from vimogen_core.curation.expectations import VALIDATION_PRESETS, validate_manifest
 
     settings = dict(params("validate"))

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from vimogen_core.config_overrides import apply_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,22 +69,6 @@ def read_params(path: Path | None, section: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{path}: section {section!r} must be a mapping")
     return value
-
-
-def apply_overrides(config, overrides: dict[str, Any], where: str):
-    """A frozen config dataclass with fields replaced from a (nested) mapping; unknown keys are errors."""
-    fields = {f.name: f for f in dataclasses.fields(config)}
-    changes = {}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise ValueError(f"{where}: unknown setting {key!r}; known: {sorted(fields)}")
-        current = getattr(config, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            value = apply_overrides(current, value, f"{where}.{key}")
-        elif isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        changes[key] = value
-    return dataclasses.replace(config, **changes)
 
 
 def _curation_config(params: dict[str, Any], where: str, default_preset: str = "default"):

@@ -10,6 +10,8 @@ import json
 import typing
 from dataclasses import dataclass, field
 
+from vimogen_core.config_overrides import apply_overrides as _apply_overrides
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -109,55 +111,10 @@ def get_train_preset(name: str) -> TrainConfig:
         raise ValueError(f"unknown training preset {name!r}; choose one of: {', '.join(TRAIN_PRESETS)}") from None
 
 
-def _parse_value(key: str, text: str, hint):
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        lowered = text.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"--set {key}: expected true/false, got {text!r}")
-    if hint in (int, float, str):
-        try:
-            return hint(text)
-        except ValueError:
-            raise ValueError(f"--set {key}: expected {hint.__name__}, got {text!r}") from None
-    if origin is tuple or hint is dict:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            # A bare comma list for tuples of strings: noisy_sources=a,b
-            value = [part.strip() for part in text.split(",") if part.strip()]
-        if hint is dict:
-            if not isinstance(value, dict):
-                raise ValueError(f"--set {key}: expected a JSON object, got {text!r}")
-            return value
-        return tuple(value) if isinstance(value, list) else (value,)
-    raise ValueError(f"--set {key}: cannot parse a value of type {hint}")
-
-
-def apply_overrides(config: TrainConfig, assignments: list[str] | dict[str, typing.Any]) -> TrainConfig:
+def apply_overrides(config: TrainConfig, assignments: list[str] | dict[str, typing.Any],
+                    where: str = "--set") -> TrainConfig:
     """`["steps=100", "lr=1e-3", "model.num_layers=2"]` (strings, from the CLI) or a dict of typed
-    values (from code or Dagster config). `model.X` sets a DiTConfig field."""
-    hints = _field_types(TrainConfig)
-    items = assignments.items() if isinstance(assignments, dict) else [_split_assignment(a) for a in assignments]
-    changes: dict[str, typing.Any] = {}
-    model_overrides = dict(config.model_overrides)
-    for key, value in items:
-        if key.startswith("model."):
-            model_overrides[key[len("model."):]] = json.loads(value) if isinstance(value, str) else value
-            continue
-        if key not in hints:
-            raise ValueError(f"unknown training setting {key!r}; known: {', '.join(sorted(hints))}")
-        changes[key] = _parse_value(key, value, hints[key]) if isinstance(value, str) and hints[key] is not str else value
-    if model_overrides != config.model_overrides:
-        changes["model_overrides"] = model_overrides
-    return dataclasses.replace(config, **changes)
-
-
-def _split_assignment(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"--set expects key=value, got {text!r}")
-    return key.strip(), value.strip()
+    values (from code or Dagster config). `model.X` sets a DiTConfig field. The one implementation
+    is `vimogen_core.config_overrides.apply_overrides`; this names the source and the `model.` prefix."""
+    return _apply_overrides(config, assignments, where, kind="training setting",
+                            prefixed={"model": "model_overrides"})
