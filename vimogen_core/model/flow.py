@@ -12,6 +12,7 @@ squared error of F against the F that gives the true x0, with uniform time weigh
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -118,14 +119,21 @@ class FlowMatching:
         return s * 1000.0
 
     def loss(self, pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor,
-             frame_mask: torch.Tensor | None) -> torch.Tensor:
+             frame_mask: torch.Tensor | None, dim_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Weighted squared error of the prediction (velocity or data) averaged over the valid frames
-        of the batch and all dims. pred/x0/noise (B, T, D), s (B,), frame_mask (B, T) or None."""
+        of the batch and all dims. pred/x0/noise (B, T, D), s (B,), frame_mask (B, T) or None.
+
+        dim_mask (B, D), 1 on the dims a sample supervises (the released loss mask: the local pose
+        only for video-recovered text-mode samples): the sum then runs over the supervised entries
+        and is divided by their number (valid frames x supervised dims), as the released loss is."""
         dim_weight = torch.ones(pred.shape[-1], device=pred.device, dtype=pred.dtype)
         dim_weight[ROOT_WEIGHT_DIMS] = self.root_weight
         err = (pred - self.target(x0, noise, s.to(pred.device))).pow(2) * dim_weight  # (B, T, D)
         mask = torch.ones(pred.shape[:2], device=pred.device) if frame_mask is None else frame_mask.float()
         weight = self.time_weight(s).to(pred.device) if self.prediction == "velocity" else torch.ones_like(s, device=pred.device)
+        if dim_mask is not None:
+            entries = mask[..., None] * dim_mask[:, None, :].to(mask.dtype)  # (B, T, D)
+            return (err * entries * weight[:, None, None]).sum() / entries.sum().clamp(min=1.0)
         per_frame = err.mean(-1) * mask * weight[:, None]  # (B, T)
         return per_frame.sum() / mask.sum().clamp(min=1.0)
 
@@ -138,9 +146,47 @@ def as_velocity(output: torch.Tensor, x: torch.Tensor, s: torch.Tensor, predicti
     return (x - denoised(output, x, s, prediction)) / _per_sample(s, x)
 
 
-def inference_times(steps: int, shift: float = 5.0) -> torch.Tensor:
-    """(steps + 1,) times from 1 down to 0 on the shifted schedule."""
-    return shift_time(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()
+def inference_times(steps: int, shift: float = 5.0, strength: float = 1.0) -> torch.Tensor:
+    """(steps + 1,) times from shift_time(strength) down to 0 on the shifted schedule: the Wan
+    scheduler's sigmas = linspace(strength, 0, steps + 1)[:-1] shifted, and the final step to 0."""
+    return shift_time(torch.linspace(strength, 0.0, steps + 1, dtype=torch.float64), shift).float()
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How generation integrates and smooths, apart from the network (like a diffusers scheduler).
+
+    strength < 1 starts from pure noise at s = shift_time(strength) instead of s = 1: the released
+    sampler's "denoising strength" (0.7 -> s = 0.921), which skips the first steps of the grid.
+    smoothing_padding and keep_edge_frames are the Gaussian smoothing's edge rule (smooth_features)."""
+
+    name: str
+    steps: int = 50
+    shift: float = 5.0
+    strength: float = 1.0
+    smoothing_padding: str = "replicate"
+    keep_edge_frames: int = 0
+
+    def times(self, steps: int | None = None) -> torch.Tensor:
+        return inference_times(self.steps if steps is None else steps, self.shift, self.strength)
+
+
+SAMPLERS = {
+    # The project's: start at s = 1, where the state really is pure noise (started at 0.921, the
+    # network is told a time whose state holds 8% data that the noise does not have); replicated
+    # edges, since zero padding pulls the edge frames toward 0, the data mean in normalised space.
+    "project": SamplerConfig("project"),
+    # RELEASED_RECIPE.md "Sampler" and "Smoothing": start strength 0.7, 50 steps, shift 5, final step
+    # to 0; zero-padded smoothing with the first and last 2 frames put back unsmoothed.
+    "released": SamplerConfig("released", strength=0.7, smoothing_padding="zeros", keep_edge_frames=2),
+}
+
+
+def get_sampler(name: str) -> SamplerConfig:
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}") from None
 
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -149,20 +195,25 @@ VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 @torch.no_grad()
 def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor | Sequence[int], steps: int = 50,
                  x_mask: torch.Tensor | None = None, shift: float = 5.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Integrate from pure noise (s = 1) to data (s = 0) on the shifted schedule.
+                 generator: torch.Generator | None = None, strength: float = 1.0,
+                 after_step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Integrate from pure noise (s = shift_time(strength), 1 by default) to data (s = 0) on the
+    shifted schedule.
 
     velocity_fn(x (B, T, D), s (B,)) -> (B, T, D). `noise` is the starting noise, or a shape to draw
-    it for (with `generator`). Padded frames (x_mask 0) are zeroed in the result."""
+    it for (with `generator`). after_step(x, s_next) -> x corrects the state after each step (motion
+    control's inpainting). Padded frames (x_mask 0) are zeroed in the result."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not isinstance(noise, torch.Tensor):
         noise = torch.randn(tuple(noise), generator=generator)
-    times = inference_times(steps, shift).to(noise.device)
+    times = inference_times(steps, shift, strength).to(noise.device)
     x = noise
     for i in range(steps):
         s = times[i].expand(x.shape[0])  # (B,)
         x = x + (times[i + 1] - times[i]) * velocity_fn(x, s)
+        if after_step is not None:
+            x = after_step(x, times[i + 1])
     if x_mask is not None:
         x = x * x_mask[..., None].to(x.dtype)
     return x
@@ -232,8 +283,13 @@ class ClassifierFreeGuidance:
         return velocity
 
 
-def smooth_features(x: torch.Tensor, kernel: int = 5, sigma: float = 1.0) -> torch.Tensor:
-    """Gaussian smoothing along time of (B, T, D) or (T, D) features, edges padded by replication."""
+def smooth_features(x: torch.Tensor, kernel: int = 5, sigma: float = 1.0, padding: str = "replicate",
+                    keep_edge_frames: int = 0) -> torch.Tensor:
+    """Gaussian smoothing along time of (B, T, D) or (T, D) features. Edges are padded by replication
+    or with zeros (`padding`); the first and last `keep_edge_frames` frames are then put back as they
+    were (the released rule: zeros, 2)."""
+    if padding not in ("replicate", "zeros"):
+        raise ValueError(f"unknown smoothing padding {padding!r}: use 'replicate' or 'zeros'")
     squeeze = x.dim() == 2
     if squeeze:
         x = x[None]
@@ -242,6 +298,11 @@ def smooth_features(x: torch.Tensor, kernel: int = 5, sigma: float = 1.0) -> tor
     weights = (weights / weights.sum()).to(x.dtype)
     b, t, d = x.shape
     flat = x.transpose(1, 2).reshape(b * d, 1, t)  # (B*D, 1, T)
-    padded = F.pad(flat, (kernel // 2, kernel // 2), mode="replicate")
+    padded = F.pad(flat, (kernel // 2, kernel // 2), mode="replicate" if padding == "replicate" else "constant")
     out = F.conv1d(padded, weights.view(1, 1, -1)).reshape(b, d, t).transpose(1, 2)
+    if keep_edge_frames > 0:
+        keep = min(keep_edge_frames, t)
+        out = out.clone()
+        out[:, :keep] = x[:, :keep]
+        out[:, t - keep:] = x[:, t - keep:]
     return out[0] if squeeze else out

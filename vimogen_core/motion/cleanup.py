@@ -47,11 +47,14 @@ class CleanupConfig:
     # over 100 frames by 0.11 m (0.35 m over 20); the body is best nearly as read (5.6 cm).
     root_velocity_weight: float = 1e4
     body_velocity_weight: float = 3.0
+    # Off under motion control: constraints are stated in the motion's own frame, which
+    # re-canonicalising would move away from them.
+    canonical: bool = True
 
     @property
     def name(self) -> str:
         return (f"clean-up: positions fused with velocities (pelvis w={self.root_velocity_weight:g}, body "
-                f"w={self.body_velocity_weight:g}), frame 0 canonical, planted feet held (below "
+                f"w={self.body_velocity_weight:g}), {'frame 0 canonical, ' if self.canonical else ''}planted feet held (below "
                 f"{self.contact_height:g} m, under {self.contact_speed:g} m/frame, {self.min_contact_frames}+ frames), "
                 "feet above the floor")
 
@@ -106,23 +109,32 @@ def foot_hold(joints: torch.Tensor, config: CleanupConfig = CleanupConfig()) -> 
     return out
 
 
-def fuse_positions(positions: torch.Tensor, velocities: torch.Tensor, velocity_weight: float) -> torch.Tensor:
+def fuse_positions(positions: torch.Tensor, velocities: torch.Tensor, velocity_weight: float,
+                   position_weight: np.ndarray | None = None) -> torch.Tensor:
     """The path x (T, C) closest to both per-frame positions p (T, C) and forward differences v
-    (T, C; the last row unused): argmin sum |x_t - p_t|^2 + w sum |x_{t+1} - x_t - v_t|^2, solved
-    exactly as one banded system for all columns. sqrt(w) is the time scale in frames below which
-    the velocities decide the shape and above which the positions anchor it."""
+    (T, C; the last row unused): argmin sum a_t |x_t - p_t|^2 + w sum |x_{t+1} - x_t - v_t|^2, solved
+    exactly as banded systems. sqrt(w) is the time scale in frames below which the velocities decide
+    the shape and above which the positions anchor it. a (T, C) is 1 unless `position_weight` says
+    otherwise (motion control pins positions with a large weight: the path goes through them and the
+    velocities shape it in between); columns with the same weights share one system."""
     from scipy.linalg import solveh_banded
 
     t = len(positions)
     p, v = positions.numpy(), velocities[:-1].numpy()  # (T, C), (T - 1, C)
-    rhs = p.copy()
+    weight = np.ones_like(p) if position_weight is None else np.asarray(position_weight, dtype=np.float64)
+    rhs = weight * p
     rhs[:-1] -= velocity_weight * v
     rhs[1:] += velocity_weight * v
-    banded = np.zeros((2, t))  # upper form: (I + w D^T D)
-    banded[0, 1:] = -velocity_weight
-    banded[1] = 1.0 + 2.0 * velocity_weight
-    banded[1, [0, -1]] = 1.0 + velocity_weight
-    return torch.from_numpy(solveh_banded(banded, rhs))
+    out = np.empty_like(p)
+    patterns, column_pattern = np.unique(weight.T, axis=0, return_inverse=True)
+    for k, a in enumerate(patterns):  # one system per distinct column of weights (usually one)
+        banded = np.zeros((2, t))  # upper form: (diag(a) + w D^T D)
+        banded[0, 1:] = -velocity_weight
+        banded[1] = a + 2.0 * velocity_weight
+        banded[1, [0, -1]] = a[[0, -1]] + velocity_weight
+        columns = np.flatnonzero(column_pattern.reshape(-1) == k)
+        out[:, columns] = solveh_banded(banded, rhs[:, columns])
+    return torch.from_numpy(out)
 
 
 def canonical_frame_zero(local: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,13 +142,19 @@ def canonical_frame_zero(local: torch.Tensor, joints: torch.Tensor) -> tuple[tor
     pelvis at x = y = 0, as curation canonicalises the data. The heading is read from the root
     orientation rather than from frame 0's hips (what curation uses on clean data): a generated
     frame-0 hip axis is off by up to 60 degrees where the root orientation is within 15."""
-    body_left = local[0, 0, :2, 0]  # the root's x axis (SMPL: the body's left) in the ground plane
-    turn = rot.rotation_about_z(-torch.atan2(-body_left[1], -body_left[0])).to(joints.dtype)  # hips onto +X
+    turn = rot.rotation_about_z(facing_turn_angle(local[0, 0])).to(joints.dtype)
     joints = joints @ turn.T
     joints = joints - torch.cat([joints[0, 0, :2], joints.new_zeros(1)])
     local = local.clone()
     local[:, 0] = turn @ local[:, 0]
     return local, joints
+
+
+def facing_turn_angle(root: torch.Tensor) -> torch.Tensor:
+    """The turn about Z (radians) that makes a body with root orientation `root` (3, 3) face +Y:
+    its x axis (SMPL: the body's left) goes onto -X, so the hips (left -> right) lie along +X."""
+    body_left = root[:2, 0]
+    return -torch.atan2(-body_left[1], -body_left[0])
 
 
 def above_floor(joints: torch.Tensor) -> torch.Tensor:
@@ -148,7 +166,7 @@ def above_floor(joints: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _extend_one_frame(local: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def extend_one_frame(local: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One more frame at constant velocity (positions) and constant angular velocity (root), so
     that T frames of features can be encoded from T + 1 frames."""
     next_joints = 2 * joints[-1:] - joints[-2:-1]
@@ -159,8 +177,15 @@ def _extend_one_frame(local: torch.Tensor, joints: torch.Tensor) -> tuple[torch.
     return torch.cat([local, next_local]), torch.cat([joints, next_joints])
 
 
-def clean_features(feats: np.ndarray, config: CleanupConfig = CleanupConfig()) -> np.ndarray:
-    """(T, 276) de-normalised generated features -> (T, 276) features of one consistent motion."""
+PIN_WEIGHT = 1e8  # a pinned position against the unit weight of a generated one
+
+
+def clean_features(feats: np.ndarray, config: CleanupConfig = CleanupConfig(),
+                   pinned: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """(T, 276) de-normalised generated features -> (T, 276) features of one consistent motion.
+    `pinned` (mask (T, 22, 3) bool, positions (T, 22, 3)): joint coordinates the fused paths must
+    go through (motion control); a pinned joint other than the pelvis is pinned relative to the
+    fused pelvis."""
     f = torch.from_numpy(np.asarray(feats, dtype=np.float64))
     if len(f) < 2:
         return np.asarray(feats, dtype=np.float32)
@@ -168,9 +193,22 @@ def clean_features(feats: np.ndarray, config: CleanupConfig = CleanupConfig()) -
     local, _ = features_to_rotations(f)  # (T, 22, 3, 3), root orthonormalised by Gram-Schmidt
     positions = features_to_joints(f)  # (T, 22, 3)
     velocities = f[:, JOINT_VEL].reshape(t, NUM_JOINTS, 3)
-    pelvis = fuse_positions(positions[:, 0], velocities[:, 0], config.root_velocity_weight)  # (T, 3)
-    body = fuse_positions((positions - positions[:, :1]).reshape(t, -1), (velocities - velocities[:, :1]).reshape(t, -1),
-                          config.body_velocity_weight).reshape(t, NUM_JOINTS, 3)  # relative to the pelvis
-    local, joints = canonical_frame_zero(local, body + pelvis[:, None])
+    relative = positions - positions[:, :1]
+    if pinned is None:
+        pelvis = fuse_positions(positions[:, 0], velocities[:, 0], config.root_velocity_weight)  # (T, 3)
+        body_weight = None
+    else:
+        mask, values = np.asarray(pinned[0]), torch.from_numpy(np.asarray(pinned[1], dtype=np.float64))
+        weight = np.where(mask, PIN_WEIGHT, 1.0)  # (T, 22, 3)
+        pelvis = fuse_positions(torch.where(torch.from_numpy(mask[:, 0]), values[:, 0], positions[:, 0]),
+                                velocities[:, 0], config.root_velocity_weight, weight[:, 0])
+        relative = torch.where(torch.from_numpy(mask), values - pelvis[:, None], relative)
+        relative[:, 0] = 0.0
+        body_weight = weight.reshape(t, -1)
+    body = fuse_positions(relative.reshape(t, -1), (velocities - velocities[:, :1]).reshape(t, -1),
+                          config.body_velocity_weight, body_weight).reshape(t, NUM_JOINTS, 3)  # relative to the pelvis
+    joints = body + pelvis[:, None]
+    if config.canonical:
+        local, joints = canonical_frame_zero(local, joints)
     joints = above_floor(foot_hold(joints, config))
-    return encode_features(*_extend_one_frame(local, joints)).float().numpy()
+    return encode_features(*extend_one_frame(local, joints)).float().numpy()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from vimogen_core.errors import MotionDataError
+from vimogen_core.files import atomic_path
 from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.skeleton import MIRROR_PERM, NUM_JOINTS
 
@@ -81,6 +82,27 @@ def mirror_features(feats: np.ndarray) -> np.ndarray:
     """(..., T, 276) -> the features of the mirror image, exactly what encoding `motion.mirror` of
     the motion gives (only signs and channel order change), without re-encoding."""
     return feats[..., _MIRROR_SOURCE] * _MIRROR_SIGN.astype(feats.dtype)
+
+
+def turn_and_move_features(feats: torch.Tensor, yaw: float, shift_xy: tuple[float, float]) -> torch.Tensor:
+    """(..., T, 276) -> the features of the same motion turned by `yaw` (radians) about Z and then
+    moved by `shift_xy` on the ground, exactly what encoding the moved motion gives: positions turn
+    and move, velocities turn, the root orientation R becomes Rz R and its per-frame change
+    A becomes Rz A Rz^T; the body's local rotations do not change."""
+    turn = rot.rotation_about_z(torch.tensor(float(yaw), dtype=torch.float64)).to(feats.dtype)  # (3, 3)
+    shift = torch.tensor([shift_xy[0], shift_xy[1], 0.0], dtype=feats.dtype)
+    out = feats.clone()
+    lead = feats.shape[:-1]
+    for block, moved in ((JOINT_POS, True), (JOINT_VEL, False), (ROOT_TRANS, True), (ROOT_VEL, False)):
+        vectors = feats[..., block].reshape(*lead, -1, 3) @ turn.T
+        out[..., block] = (vectors + shift if moved else vectors).reshape(*lead, -1)
+    # On the two stored columns directly (linear, so exact for generated, not quite orthonormal ones):
+    # Rz has e_z as its third column, so the first two columns of A Rz^T mix only A's first two.
+    root = feats[..., ROOT_ROT6D].reshape(*lead, 3, 2)
+    out[..., ROOT_ROT6D] = (turn @ root).reshape(*lead, 6)
+    change = feats[..., ROOT_ANGVEL].reshape(*lead, 3, 2)
+    out[..., ROOT_ANGVEL] = (turn @ change @ turn.T[:2, :2]).reshape(*lead, 6)
+    return out
 
 
 def features_to_joints(feats: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
@@ -176,9 +198,8 @@ class Normalizer:
 
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, mean=self.mean, std=self.std)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a handle: numpy appends no ".npz"
+            np.savez(handle, mean=self.mean, std=self.std)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Normalizer":

@@ -41,7 +41,7 @@ class Generator:
     def postprocessing(self) -> str:
         return self.cleanup.name if self.cleanup is not None else "none"
 
-    def _check_request(self, prompts, n_frames, ref_motions) -> tuple[list[str], list[int], list[np.ndarray | None]]:
+    def check_request(self, prompts, n_frames, ref_motions) -> tuple[list[str], list[int], list[np.ndarray | None]]:
         if isinstance(prompts, str):
             prompts = [prompts]
         prompts = list(prompts)
@@ -77,7 +77,7 @@ class Generator:
         reference motion (un-normalised (T_ref, 276) features) is generated in reference mode,
         conditioned on it alone; the others in text mode with guidance `cfg_scale` (default: the
         training preset's `guidance_scale`)."""
-        prompts, lengths, refs = self._check_request(prompts, n_frames, ref_motions)
+        prompts, lengths, refs = self.check_request(prompts, n_frames, ref_motions)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         cfg_scale = self.train_config.guidance_scale if cfg_scale is None else cfg_scale
@@ -94,7 +94,14 @@ class Generator:
         return out
 
     def _generate_batch(self, prompts, lengths, refs, steps, cfg_scale, seed, smooth) -> list[np.ndarray]:
-        from vimogen_core.model.flow import ClassifierFreeGuidance, euler_sample, smooth_features
+        return self.finish(self.sample(prompts, lengths, refs, steps, cfg_scale, seed), lengths, smooth, self.cleanup)
+
+    def sample(self, prompts: list[str], lengths: list[int], refs: list[np.ndarray | None], steps: int,
+               cfg_scale: float, seed: int, steer=None) -> torch.Tensor:
+        """(B, T_max, 276) normalised samples of one batch (padding zeroed). `steer` (the motion
+        control's hook, `vimogen_core.control`) may wrap the guided velocity and correct the state
+        after each step: steer.velocity(velocity_fn, noise) -> velocity_fn, steer.after_step."""
+        from vimogen_core.model.flow import ClassifierFreeGuidance, euler_sample
 
         b, t_max = len(prompts), max(lengths)
         device = self.device
@@ -120,15 +127,24 @@ class Generator:
         for i, n in enumerate(lengths):
             noise[i, :n] = torch.randn(n, FEATURE_DIM, generator=torch.Generator().manual_seed(seed + i))
         noise = noise.to(device)  # (B, T, 276)
-        sample = euler_sample(velocity, noise, steps, x_mask)  # (B, T, 276) normalised
-        sample = sample.float().cpu()
+        after_step = None
+        if steer is not None:
+            velocity, after_step = steer.velocity(velocity, noise), steer.after_step
+        return euler_sample(velocity, noise, steps, x_mask, after_step=after_step).float().cpu()
+
+    def finish(self, sample: torch.Tensor, lengths: list[int], smooth: bool,
+               cleanup: CleanupConfig | None) -> list[np.ndarray]:
+        """Normalised (B, T_max, 276) samples -> de-normalised (T, 276) features per motion,
+        smoothed and cleaned up with `cleanup` (None: as sampled)."""
+        from vimogen_core.model.flow import smooth_features
+
         out = []
         for row, n in enumerate(lengths):
             motion = sample[row : row + 1, :n]  # (1, n, 276): smoothing must not reach into padding
             if smooth:
                 motion = smooth_features(motion)
             feats = self.normalizer.denormalize(motion[0]).numpy().astype(np.float32)
-            out.append(clean_features(feats, self.cleanup) if self.cleanup is not None else feats)
+            out.append(clean_features(feats, cleanup) if cleanup is not None else feats)
         return out
 
 

@@ -1,0 +1,153 @@
+"""Generating under constraints with a trained flow-matching model, and making them exact.
+
+Two ways to steer the sampler toward the known channels (`benchmarks/control.py` compares them on
+the same checkpoint):
+- "inpaint" (training-free inpainting): after every Euler step to time s the known channels are
+  put where the straight path from their target to the motion's own noise is at s,
+  (1 - s) target + s noise, so the network sees them as it saw data at that noise level and
+  fills in the rest around them; at s = 0 they are the targets.
+- "guidance": every step the gradient of the known channels' squared error in the network's
+  clean estimate (metres for positions), taken through the network, is subtracted from the
+  velocity; it needs a backward pass per step.
+Either way the motion is then smoothed and cleaned up as every generated motion is, except that
+the fused joint paths go through the pinned positions and nothing re-canonicalises (the
+constraints fix the motion's frame); then `enforce` makes the constraints exact:
+pinned rotations are set, and each pinned joint's remaining offset is applied to it and the
+joints it carries, exactly at the pinned frames and fading out with a Gaussian around them, so a
+keyframe does not pop.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from vimogen_core.control.constraints import ConstraintError, Targets
+from vimogen_core.motion.cleanup import clean_features, extend_one_frame
+from vimogen_core.motion.representation import FEATURE_DIM, encode_features, features_to_joints, features_to_rotations
+from vimogen_core.motion.skeleton import NUM_JOINTS, PARENTS
+
+METHODS = ("inpaint", "guidance")
+FADE_FRAMES = 4.0  # Gaussian sigma (frames) over which a keyframe's correction fades out
+GUIDANCE_STRENGTH = 0.5
+
+
+def _subtrees() -> list[np.ndarray]:
+    """Each joint and every joint below it in the skeleton."""
+    children = [[j] for j in range(NUM_JOINTS)]
+    for joint in range(NUM_JOINTS - 1, 0, -1):  # parents come before children in PARENTS
+        children[PARENTS[joint]].extend(children[joint])
+    return [np.array(sorted(c)) for c in children]
+
+
+SUBTREES = _subtrees()
+
+
+class Inpainting:
+    """Known channels replaced after every step (see the module docstring)."""
+
+    def __init__(self, known: torch.Tensor, target: torch.Tensor):
+        self.known, self.target = known, target  # (B, T, D) bool, normalised values
+        self.noise: torch.Tensor | None = None
+
+    def velocity(self, velocity_fn, noise: torch.Tensor):
+        self.noise = noise
+        return velocity_fn
+
+    def after_step(self, x: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+        known_now = (1 - s_next) * self.target + s_next * self.noise
+        return torch.where(self.known, known_now.to(x.dtype), x)
+
+
+class Guidance:
+    """The pinned channels' squared error in the network's clean estimate, differentiated through
+    the network, pulls the state after each step: x -= strength / 2 * grad (strength 1 would close
+    the error in one step if the estimate followed the state one to one). Errors are in normalised
+    units, i.e. metres per channel divided by the data's spread in that channel."""
+
+    def __init__(self, known: torch.Tensor, target: torch.Tensor, strength: float):
+        self.known, self.target, self.strength = known, target, strength
+        self.pull: torch.Tensor | None = None
+
+    def velocity(self, velocity_fn, noise: torch.Tensor):
+        def guided(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                x_in = x.detach().requires_grad_(True)
+                v = velocity_fn(x_in, s)
+                estimate = x_in - s.reshape(-1, 1, 1) * v  # (B, T, D) the clean motion, normalised
+                error = torch.where(self.known, estimate - self.target, torch.zeros_like(estimate))
+                (grad,) = torch.autograd.grad(error.pow(2).sum(), x_in)
+            self.pull = -0.5 * self.strength * grad
+            return v.detach()
+
+        return guided
+
+    def after_step(self, x: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+        return x + self.pull.to(x.dtype)
+
+
+def spread_correction(offset: np.ndarray, pinned: np.ndarray, fade: float = FADE_FRAMES) -> np.ndarray:
+    """offset, pinned (T, C): per column the offset is exact at pinned frames, interpolated between
+    neighbouring pinned frames with each side fading as a Gaussian of its distance (sigma `fade`
+    frames), and fading out beyond the first and last."""
+    t = np.arange(len(offset))[:, None]
+    prev = np.maximum.accumulate(np.where(pinned, t, -1), axis=0)  # (T, C) last pinned frame at or before t
+    nxt = np.flip(np.minimum.accumulate(np.flip(np.where(pinned, t, len(offset)), 0), axis=0), 0)  # first at or after
+    has_prev, has_next = prev >= 0, nxt < len(offset)
+    cols = np.arange(offset.shape[1])[None, :]
+    at_prev = np.where(has_prev, offset[np.clip(prev, 0, None), cols], 0.0)
+    at_next = np.where(has_next, offset[np.clip(nxt, None, len(offset) - 1), cols], 0.0)
+    w_prev = np.where(has_prev, np.exp(-0.5 * ((t - prev) / fade) ** 2), 0.0)
+    w_next = np.where(has_next, np.exp(-0.5 * ((nxt - t) / fade) ** 2), 0.0)
+    gap = np.maximum(nxt - prev, 1)
+    share_next = np.where(has_prev & has_next, (t - prev) / gap, np.where(has_next, 1.0, 0.0))
+    return (1 - share_next) * w_prev * at_prev + share_next * w_next * at_next
+
+
+def enforce(feats: np.ndarray, targets: Targets, fade: float = FADE_FRAMES) -> np.ndarray:
+    """(T, 276) features of a consistent motion meeting the targets exactly (see the module docstring)."""
+    f = torch.from_numpy(np.asarray(feats, dtype=np.float64)).clone()
+    rotations = torch.from_numpy(targets.rotation_channels)
+    f = torch.where(rotations, torch.from_numpy(targets.values.astype(np.float64)), f)
+    local, _ = features_to_rotations(f)
+    joints = features_to_joints(f).numpy().copy()  # (T, 22, 3)
+    for joint in range(NUM_JOINTS):  # parents first: a child's offset is what remains after its parent's
+        pinned = targets.joint_mask[:, joint]  # (T, 3)
+        if not pinned.any():
+            continue
+        offset = np.where(pinned, targets.joint_values[:, joint] - joints[:, joint], 0.0)
+        joints[:, SUBTREES[joint]] += spread_correction(offset, pinned, fade)[:, None, :]
+    return encode_features(*extend_one_frame(local, torch.from_numpy(joints))).float().numpy()
+
+
+def generate_controlled(generator, prompts: list[str], targets: list[Targets], steps: int = 50,
+                        cfg_scale: float | None = None, seed: int = 0, method: str = "inpaint",
+                        strength: float = GUIDANCE_STRENGTH, smooth: bool = True, exact: bool = True) -> list[np.ndarray]:
+    """One motion per (prompt, targets), in text mode, as (T, 276) features; `exact=False` leaves
+    out the final enforcement (to measure how close the sampler itself comes)."""
+    if method not in METHODS:
+        raise ConstraintError(f"unknown control method {method!r}; use one of {', '.join(METHODS)}")
+    if len(prompts) != len(targets):
+        raise ConstraintError(f"{len(prompts)} prompts but {len(targets)} sets of constraints")
+    lengths = [t.n_frames for t in targets]
+    generator.check_request(prompts, lengths, None)
+    b, t_max = len(prompts), max(lengths)
+    known = torch.zeros(b, t_max, FEATURE_DIM, dtype=torch.bool)
+    target = torch.zeros(b, t_max, FEATURE_DIM)
+    for row, t in enumerate(targets):
+        known[row, : t.n_frames] = torch.from_numpy(t.mask)
+        target[row, : t.n_frames] = torch.from_numpy(generator.normalizer.normalize(t.values).astype(np.float32))
+    device = generator.device
+    known, target = known.to(device), target.to(device)
+    if method == "inpaint":
+        steer = Inpainting(known, target)
+    else:
+        steer = Guidance(known, target, strength)
+    cfg_scale = generator.train_config.guidance_scale if cfg_scale is None else cfg_scale
+    sample = generator.sample(list(prompts), lengths, [None] * b, steps, cfg_scale, seed, steer=steer)
+    motions = generator.finish(sample, lengths, smooth, cleanup=None)
+    if generator.cleanup is not None:
+        cleanup = replace(generator.cleanup, canonical=False)
+        motions = [clean_features(m, cleanup, (t.joint_mask, t.joint_values)) for m, t in zip(motions, targets)]
+    return [enforce(m, t) for m, t in zip(motions, targets)] if exact else motions
