@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vimogen_core.errors import MotionDataError
+from vimogen_core.files import atomic_path, atomic_write_json
 
 LEFT_HIP, RIGHT_HIP = 1, 2
 TEXT_DIM = 384  # all-MiniLM-L6-v2
@@ -183,13 +184,10 @@ class TextMotionEvaluator:
         tensors = {f"motion.{k}": v.contiguous() for k, v in self.motion_encoder.state_dict().items()}
         tensors |= {f"text.{k}": v.contiguous() for k, v in self.text_projection.state_dict().items()}
         tensors |= {"feature_mean": self.feature_mean, "feature_std": self.feature_std}
-        tmp = directory / (WEIGHTS_FILE + ".tmp")
-        save_file(tensors, str(tmp))
-        tmp.replace(directory / WEIGHTS_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(tensors, str(tmp))
         meta = {"config": asdict(self.config), "logit_scale": self.logit_scale, "info": self.info, "name": self.name}
-        tmp = directory / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(directory / CONFIG_FILE)
+        atomic_write_json(directory / CONFIG_FILE, meta, indent=2)
         return directory
 
     @classmethod

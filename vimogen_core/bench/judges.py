@@ -26,6 +26,7 @@ from vimogen_core.bench.evaluator import (
     train_evaluator,
 )
 from vimogen_core.errors import MotionDataError
+from vimogen_core.files import atomic_write_json
 from vimogen_core.motion.representation import features_to_joints
 from vimogen_core.state import state_dir
 
@@ -122,9 +123,7 @@ class LocalJudge:
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(self.evaluator.save(directory))
-        tmp = directory / (JUDGE_FILE + ".tmp")
-        tmp.write_text(json.dumps({"calibration": asdict(self.calibration)}, indent=2))
-        tmp.replace(directory / JUDGE_FILE)
+        atomic_write_json(directory / JUDGE_FILE, {"calibration": asdict(self.calibration)}, indent=2)
         return directory
 
     @classmethod

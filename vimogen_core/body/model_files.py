@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vimogen_core.errors import MotionDataError
+from vimogen_core.files import atomic_path
 
 _ARRAY_RECONSTRUCT = np.array(0).__reduce__()[0]  # numpy's ndarray rebuild function, whatever its module
 _SCALAR_RECONSTRUCT = np.float64(0).__reduce__()[0]
@@ -122,6 +123,5 @@ def content_hash(arrays: dict[str, np.ndarray]) -> str:
 def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write arrays to `path` so that concurrent readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a handle: numpy appends no ".npz"
+        np.savez_compressed(handle, **arrays)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vimogen_core.curation.records import SOURCES, SPLITS
 from vimogen_core.curation.shards import read_manifest
+from vimogen_core.files import atomic_write_bytes
 
 # Plausible ranges of the per-sample statistics (metres, m/s); finite values only.
 _STAT_RANGES = {
@@ -57,8 +58,6 @@ class ValidationResult:
         return {"success": self.success, "n_rows": self.n_rows, "n_expectations": len(self.checks), "failed": list(self.failed)}
 
     def write(self, path: str | Path) -> None:
-        from vimogen_core.curation.shards import atomic_write_bytes
-
         atomic_write_bytes(Path(path), json.dumps(asdict(self), indent=2, sort_keys=True, default=str).encode())
 
 

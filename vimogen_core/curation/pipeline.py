@@ -39,14 +39,12 @@ from vimogen_core.curation.shards import (
     MANIFEST_NAME,
     QUARANTINE_NAME,
     SHARD_SUFFIX,
-    TEMP_MARKER,
     ManifestWriter,
     ShardSetWriter,
-    atomic_write_bytes,
     atomic_write_parquet,
     quarantine_table,
-    remove_stale_temporaries,
 )
+from vimogen_core.files import TEMP_MARKER, atomic_write_bytes, remove_stale_temporaries
 from vimogen_core.motion.motion import canonicalize_arrays, mirror_joints, resample
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.representation import FEATURE_DIM, JOINT_POS, encode_features, mirror_features

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from vimogen_core.curation.records import SOURCES, RawSample, Rejection
-from vimogen_core.curation.shards import atomic_write_bytes
 from vimogen_core.errors import MotionDataError
+from vimogen_core.files import atomic_write_bytes
 from vimogen_core.motion.motion import Motion
 from vimogen_core.sources.simulated_capture import CAPTURE_PRESETS, SimulatedCameraConfig, capture_rng, simulate_capture
 from vimogen_core.sources.synthetic_video import SyntheticVideoSource

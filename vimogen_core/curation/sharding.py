@@ -22,11 +22,10 @@ from vimogen_core.curation.shards import (
     ManifestWriter,
     ShardReader,
     ShardSetWriter,
-    atomic_write_bytes,
     read_manifest,
-    remove_stale_temporaries,
     sha256_file,
 )
+from vimogen_core.files import atomic_write_bytes, remove_stale_temporaries
 
 if TYPE_CHECKING:
     from vimogen_core.sinks import MetricSink

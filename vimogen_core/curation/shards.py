@@ -23,12 +23,12 @@ import pyarrow.parquet as pq
 
 from vimogen_core.curation.records import CuratedSample, Rejection
 from vimogen_core.errors import MotionDataError
+from vimogen_core.files import atomic_path, replace_durably, temporary_sibling
 from vimogen_core.motion.representation import FEATURE_DIM
 
 MANIFEST_NAME = "manifest.parquet"
 QUARANTINE_NAME = "quarantine.parquet"
 SHARD_SUFFIX = ".npy"
-TEMP_MARKER = ".tmp-"
 _HEADER_BYTES = 128  # fixed .npy header so the row count can be filled in after streaming the data
 STAT_NAMES = (
     "jitter",
@@ -102,30 +102,9 @@ def _npy_header(rows: int) -> bytes:
     return b"\x93NUMPY\x01\x00" + body_bytes.to_bytes(2, "little") + text.encode("latin1")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def atomic_write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def remove_stale_temporaries(directory: Path) -> int:
-    """Delete leftovers of a killed run (hidden temporary files); returns how many."""
-    removed = 0
-    for path in directory.glob(f".*{TEMP_MARKER}*"):
-        path.unlink(missing_ok=True)
-        removed += 1
-    return removed
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 class ShardWriter:
@@ -133,7 +112,7 @@ class ShardWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.tmp_path = self.path.with_name(f".{self.path.name}{TEMP_MARKER}{os.getpid()}")
+        self.tmp_path = temporary_sibling(self.path)
         self._handle = open(self.tmp_path, "wb")
         self._handle.write(_npy_header(0))
         self._digest = hashlib.sha256()  # of the data region (the header is checked byte-for-byte instead)
@@ -157,10 +136,8 @@ class ShardWriter:
         """Finish the file, rename it into place; returns the shard checksum (SHA-256 of the data region)."""
         self._handle.seek(0)
         self._handle.write(_npy_header(self.rows))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
         self._handle.close()
-        os.replace(self.tmp_path, self.path)
+        replace_durably(self.tmp_path, self.path)
         return self._digest.hexdigest()
 
     def abort(self) -> None:
@@ -175,7 +152,7 @@ class ManifestWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.tmp_path = self.path.with_name(f".{self.path.name}{TEMP_MARKER}{os.getpid()}")
+        self.tmp_path = temporary_sibling(self.path)
         self._writer = pq.ParquetWriter(self.tmp_path, MANIFEST_SCHEMA, compression="zstd")
         self.n_rows = 0
 
@@ -186,9 +163,7 @@ class ManifestWriter:
 
     def close(self) -> None:
         self._writer.close()
-        with open(self.tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self.tmp_path, self.path)
+        replace_durably(self.tmp_path, self.path)
 
     def abort(self) -> None:
         self._writer.close()
@@ -257,12 +232,11 @@ class ShardSetWriter:
         if not self.at_shard_boundary:
             raise ValueError(f"{self.prefix}: a shard is being written; adopt {source} only between shards")
         target = self.directory / f"{self.prefix}-{len(self.shard_names):05d}{SHARD_SUFFIX}"
-        tmp = target.with_name(f".{target.name}{TEMP_MARKER}{os.getpid()}")
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
         self.shard_names.append(target.name)
         self.n_samples += len(rows)
         self.n_frames += sum(row["n_frames"] for row in rows)

@@ -14,8 +14,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vimogen_core.curation.shards import MANIFEST_NAME, TEMP_MARKER, ShardReader, read_manifest, sha256_file
+from vimogen_core.curation.shards import MANIFEST_NAME, ShardReader, read_manifest, sha256_file
 from vimogen_core.errors import MotionDataError
+from vimogen_core.files import atomic_path
 
 _CHECKSUM_KEY = "sha256"  # x-amz-meta-sha256
 
@@ -99,19 +100,19 @@ class S3Storage:
         """Download to a temporary name, verify the checksum (metadata or `expected_sha256`), rename."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
         url = f"s3://{self.bucket}/{key}"
         expected = expected_sha256 or self.client.head_object(Bucket=self.bucket, Key=key).get("Metadata", {}).get(_CHECKSUM_KEY)
         actual = None
-        for attempt in range(1, self.max_attempts + 1):
-            self.client.download_file(self.bucket, key, str(tmp), Config=self._transfer_config())
-            actual = sha256_file(tmp)
-            if expected is None or actual == expected:
-                os.replace(tmp, path)
-                return path.stat().st_size
-            time.sleep(min(2.0, 0.1 * 2**attempt))
-        tmp.unlink(missing_ok=True)
-        raise MotionDataError(url, f"checksum mismatch after {self.max_attempts} attempts (expected {expected}, got {actual})")
+        with atomic_path(path) as tmp:
+            for attempt in range(1, self.max_attempts + 1):
+                self.client.download_file(self.bucket, key, str(tmp), Config=self._transfer_config())
+                actual = sha256_file(tmp)
+                if expected is None or actual == expected:
+                    break
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+            else:
+                raise MotionDataError(url, f"checksum mismatch after {self.max_attempts} attempts (expected {expected}, got {actual})")
+        return path.stat().st_size
 
     def upload_shard_set(self, local_dir: str | Path, prefix: str) -> TransferResult:
         """Upload shards, then summary files, then the manifest last: a reader that finds the

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from vimogen_core.errors import MotionDataError
+from vimogen_core.files import atomic_path
 
 SOURCES = ("deepmimic", "amass", "hmr", "vimogen")
 EXPORTS = ("bvh", "npz", "mp4", "gif", "npy")
@@ -84,9 +85,8 @@ def _existing(path: str) -> None:
 def _save_npy(path: str, array: np.ndarray) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, array)
-    tmp.replace(out)
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:  # a handle: numpy appends no ".npy"
+        np.save(handle, array)
 
 
 def cmd_convert(args) -> int:

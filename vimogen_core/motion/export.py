@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
+from vimogen_core.files import atomic_path, atomic_write_text
 from vimogen_core.motion.kinematics import forward_kinematics
 from vimogen_core.motion.motion import Motion
 from vimogen_core.motion.skeleton import FPS, JOINT_NAMES, NUM_JOINTS, PARENTS
@@ -27,12 +28,6 @@ Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 END_SITE_LENGTH = 0.1  # metres past each leaf joint, along its bone
 
 
-def _atomic_target(path: str | os.PathLike) -> tuple[Path, Path]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path, path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-
-
 def save_joints_npy(path: str | os.PathLike, joints) -> Path:
     """Joints (T, 22, 3) -> float32 `.npy`."""
     joints = np.asarray(joints.detach().cpu() if isinstance(joints, torch.Tensor) else joints, dtype=np.float32)
@@ -40,9 +35,10 @@ def save_joints_npy(path: str | os.PathLike, joints) -> Path:
         raise ValueError(f"joints must have shape (T, {NUM_JOINTS}, 3), got {joints.shape}")
     if not np.isfinite(joints).all():
         raise ValueError("joints have non-finite values")
-    path, tmp = _atomic_target(path)
-    np.save(tmp, joints)
-    os.replace(tmp, path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a handle: numpy appends no ".npy"
+        np.save(handle, joints)
     return path
 
 
@@ -138,7 +134,6 @@ def save_bvh(path: str | os.PathLike, motion: Motion) -> Path:
     body = io.StringIO()
     np.savetxt(body, table, fmt="%.6f")
 
-    path, tmp = _atomic_target(path)
-    tmp.write_text("\n".join(lines) + "\n" + body.getvalue())
-    os.replace(tmp, path)
-    return path
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, "\n".join(lines) + "\n" + body.getvalue())

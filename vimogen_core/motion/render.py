@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vimogen_core.files import atomic_path
 from vimogen_core.motion.skeleton import FPS, NUM_JOINTS
 
 # Kinematic chains drawn as polylines: left leg, right leg, spine to head, left arm, right arm.
@@ -146,21 +147,20 @@ def render_motion(joints, path: str | os.PathLike, fps: float = FPS, title: str 
     if suffix not in (".mp4", ".gif"):
         raise ValueError(f"{path}: render to .mp4 or .gif")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{suffix}")
     renderer = _FigureRenderer(joints, fps, title, config)
-    if suffix == ".mp4":
-        with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=7,
-                                macro_block_size=16, ffmpeg_log_level="error") as writer:
-            for frame in range(len(joints)):
-                writer.append_data(renderer.draw(frame))
-    else:
-        from PIL import Image
+    with atomic_path(path) as tmp:
+        if suffix == ".mp4":
+            with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=7,
+                                    macro_block_size=16, ffmpeg_log_level="error") as writer:
+                for frame in range(len(joints)):
+                    writer.append_data(renderer.draw(frame))
+        else:
+            from PIL import Image
 
-        # Frames are quantised to a palette as they come (1 byte per pixel held until the file is written).
-        frames = [Image.fromarray(renderer.draw(frame)).quantize(colors=128, method=Image.Quantize.FASTOCTREE)
-                  for frame in range(len(joints))]
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=1000.0 / fps, loop=0)
-    os.replace(tmp, path)
+            # Frames are quantised to a palette as they come (1 byte per pixel held until the file is written).
+            frames = [Image.fromarray(renderer.draw(frame)).quantize(colors=128, method=Image.Quantize.FASTOCTREE)
+                      for frame in range(len(joints))]
+            frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=1000.0 / fps, loop=0)
     return path
 
 
@@ -175,7 +175,6 @@ def render_frames_png(joints, path: str | os.PathLike, n: int = 4, title: str | 
     strip = np.concatenate([renderer.draw(int(frame)) for frame in frames], axis=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    imageio.imwrite(tmp, strip)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        imageio.imwrite(tmp, strip)
     return path

@@ -13,6 +13,8 @@ from typing import Protocol
 
 import torch
 
+from vimogen_core.files import atomic_path
+
 
 def _check_prompts(texts: list[str]) -> list[str]:
     if isinstance(texts, str):  # a bare string would be encoded character by character
@@ -182,9 +184,8 @@ class EmbeddingCache:
             from safetensors.torch import save_file
 
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            save_file({"tokens": tokens.contiguous()}, str(tmp))
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                save_file({"tokens": tokens.contiguous()}, str(tmp))
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> tokens (B, L, dim) float32, zero-padded to the longest prompt (or to the encoder's

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from vimogen_core.errors import MotionDataError, pickled_objects_refused
+from vimogen_core.files import atomic_path
 from vimogen_core.motion.representation import Normalizer
 
 FORMAT = "vimogen-train-checkpoint/1"
@@ -70,9 +71,8 @@ def save_checkpoint(path: str | os.PathLike, *, step: int, train_config, model_c
         "optimizer": optimizer_state,
         "rng": rng_state(),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
