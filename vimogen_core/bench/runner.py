@@ -35,6 +35,7 @@ from vimogen_core.bench.prompts import (
     select_dimensions,
 )
 from vimogen_core.errors import MotionDataError
+from vimogen_core.files import atomic_write_text
 from vimogen_core.motion.representation import FEATURE_DIM, check_features, features_to_joints
 
 # Published MBench numbers (paper, as reprinted; DESIGN.md section 8).
@@ -316,22 +317,15 @@ def markdown_report(result: MBenchResult, model_name: str = "this run") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
 def write_outputs(result: MBenchResult, out_dir: str | os.PathLike, model_name: str) -> MBenchResult:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result.out_dir = out
     result.files = {
-        "scores": _write_atomic(out / "scores.json", json.dumps({"aggregates": result.aggregates, "metadata": result.metadata}, indent=2)),
-        "per_motion": _write_atomic(out / "per_motion.jsonl", "".join(json.dumps(r) + "\n" for r in result.per_motion)),
-        "metadata": _write_atomic(out / "metadata.json", json.dumps(result.metadata, indent=2)),
-        "report": _write_atomic(out / "report.md", markdown_report(result, model_name)),
+        "scores": atomic_write_text(out / "scores.json", json.dumps({"aggregates": result.aggregates, "metadata": result.metadata}, indent=2)),
+        "per_motion": atomic_write_text(out / "per_motion.jsonl", "".join(json.dumps(r) + "\n" for r in result.per_motion)),
+        "metadata": atomic_write_text(out / "metadata.json", json.dumps(result.metadata, indent=2)),
+        "report": atomic_write_text(out / "report.md", markdown_report(result, model_name)),
     }
     return result
 
