@@ -11,7 +11,11 @@ export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-fast demo ui mlflow-ui clean
+.PHONY: venv system-deps test test-fast demo ui mlflow-ui clean
+
+# Debian packages the slow tests drive: Blender's glTF importer (its numpy comes from Debian),
+# and a headless browser for the playground test.
+SYSTEM_PACKAGES := blender python3-numpy chromium chromium-driver
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +27,17 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-test: venv
+# Installs only what is missing, and only as root; otherwise names the one command to run.
+system-deps:
+	@missing="$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done | xargs)"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+		echo "tests needing them are skipped; install with: sudo apt-get install -y --no-install-recommends $$missing"; \
+	fi
+
+test: venv system-deps
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 test-fast: venv

@@ -1,5 +1,5 @@
 """`vimogen motion ...`: list the built-in clips, convert sources to 276-d features, decode
-features to joints, export to BVH / NPZ / MP4 / GIF."""
+features to joints, export to BVH / GLB / NPZ / MP4 / GIF."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ from vimogen_core.errors import MotionDataError
 from vimogen_core.files import atomic_path
 
 SOURCES = ("deepmimic", "amass", "hmr", "vimogen")
-EXPORTS = ("bvh", "npz", "mp4", "gif", "npy")
+EXPORTS = ("bvh", "glb", "npz", "mp4", "gif", "npy")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("feats")
     export.add_argument("--to", choices=EXPORTS, required=True)
     export.add_argument("--out", required=True)
+    export.add_argument("--body", action="store_true",
+                        help="glb: also skin the procedural body mesh to the skeleton (viewers draw meshes, not bare joints)")
     export.set_defaults(func=cmd_export)
 
 
@@ -111,14 +113,15 @@ def cmd_export(args) -> int:
     from vimogen_core.motion.representation import load_features
 
     feats = load_features(args.feats)
-    export_features(feats, args.to, args.out)
+    export_features(feats, args.to, args.out, body=args.body)
     print(f"{args.out}: {args.to} export of {len(feats)} frames")
     return 0
 
 
-def export_features(feats: np.ndarray, fmt: str, out: str) -> None:
-    """Write (T, 276) features as joints .npy, SMPL .npz, BVH, or a rendered MP4/GIF."""
-    from vimogen_core.motion import export, render
+def export_features(feats: np.ndarray, fmt: str, out: str, body: bool = False) -> None:
+    """Write (T, 276) features as joints .npy, SMPL .npz, BVH, GLB (with the procedural body
+    skinned when `body`), or a rendered MP4/GIF."""
+    from vimogen_core.motion import export, gltf, render
     from vimogen_core.motion.motion import Motion
     from vimogen_core.motion.representation import features_to_joints, features_to_rotations
     from vimogen_core.motion.skeleton import FPS
@@ -130,8 +133,12 @@ def export_features(feats: np.ndarray, fmt: str, out: str) -> None:
         export.save_joints_npy(out, joints.float().numpy())
     elif fmt == "npz":
         export.save_smpl_npz(out, feats)
-    elif fmt == "bvh":
+    elif fmt in ("bvh", "glb"):
         local, _ = features_to_rotations(feats_t)
-        export.save_bvh(out, Motion(local, joints, float(FPS)))
+        motion = Motion(local, joints, float(FPS))
+        if fmt == "bvh":
+            export.save_bvh(out, motion)
+        else:
+            gltf.save_glb(out, motion, body=body)
     else:
         render.render_motion(joints.numpy(), out, fps=FPS)
