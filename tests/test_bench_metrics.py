@@ -8,7 +8,7 @@ import pytest
 
 from vimogen_core.bench import metrics
 from vimogen_core.errors import MotionDataError
-from vimogen_core.motion.skeleton import rest_joints24
+from vimogen_core.motion.kinematics import rest_joints24
 
 # SMPL body frame (Y up, facing +Z) -> world (Z up, facing +Y): a proper rotation.
 BODY_TO_WORLD = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])

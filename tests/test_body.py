@@ -13,8 +13,8 @@ from vimogen_core.body.model_files import load_model_arrays
 from vimogen_core.body.procedural import SMPL_NUM_VERTICES, build_procedural_smpl, procedural_model_path
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion import rotations as rot
-from vimogen_core.motion.kinematics import forward_kinematics
-from vimogen_core.motion.skeleton import SMPL24_PARENTS, rest_joints24, rest_offsets
+from vimogen_core.motion.kinematics import forward_kinematics, rest_joints24
+from vimogen_core.motion.skeleton import SMPL24_PARENTS, rest_offsets
 from vimogen_core.sources.amass import load_amass_npz, smpl_params_of, write_amass_npz
 from vimogen_core.sources.deepmimic import load_builtin_clip
 

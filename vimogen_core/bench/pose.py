@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from vimogen_core.errors import MotionDataError, pickled_objects_refused
+from vimogen_core.motion.kinematics import forward_kinematics
 from vimogen_core.motion.skeleton import PARENTS, SMPL24_PARENTS, rest_offsets
 
 NUM_JOINTS = 22
@@ -197,22 +198,25 @@ class BodyMesh:
         path = procedural_model_path()
         return cls.from_file(path, name=f"procedural capsule body ({path.stem})")
 
-    def pose(self, local_rotmats: np.ndarray) -> np.ndarray:
-        """local rotations (T, 22, 3, 3) -> vertices (T, V, 3), pelvis at the origin."""
+    def posed_joints(self, local_rotmats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """local rotations (T, 22, 3, 3) -> joints (T, J, 3) and global rotations (T, J, 3, 3) of
+        this body's J joints (hands follow the wrists), pelvis at the origin."""
         local = np.asarray(local_rotmats, dtype=np.float64).reshape(-1, NUM_JOINTS, 3, 3)
         n_joints = self.weights.shape[1]
         identity = np.broadcast_to(np.eye(3), local.shape[:-3] + (n_joints - NUM_JOINTS, 3, 3))
-        local = np.concatenate([local, identity], axis=-3)  # hands follow the wrists
+        local = np.concatenate([local, identity], axis=-3)  # (T, J, 3, 3)
         offsets = self.rest_joints.copy()
+        offsets[0] = 0.0  # the pelvis at the origin
         offsets[1:] -= self.rest_joints[list(SMPL24_PARENTS[1:n_joints])]
-        global_rot = [local[..., 0, :, :]]
-        posed = [np.zeros(local.shape[:-3] + (3,))]
-        for j in range(1, n_joints):
-            parent = SMPL24_PARENTS[j]
-            global_rot.append(global_rot[parent] @ local[..., j, :, :])
-            posed.append(posed[parent] + np.einsum("...ij,j->...i", global_rot[parent], offsets[j]))
-        rot = np.stack(global_rot, axis=-3)  # (T, J, 3, 3)
-        translation = np.stack(posed, axis=-2) - np.einsum("...jab,jb->...ja", rot, self.rest_joints)  # (T, J, 3)
+        pelvis = torch.zeros(local.shape[:-3] + (3,), dtype=torch.float64)  # (T, 3)
+        joints, rot = forward_kinematics(torch.from_numpy(local), pelvis, offsets, SMPL24_PARENTS[:n_joints])
+        return joints.numpy(), rot.numpy()
+
+    def pose(self, local_rotmats: np.ndarray) -> np.ndarray:
+        """local rotations (T, 22, 3, 3) -> vertices (T, V, 3), pelvis at the origin."""
+        posed, rot = self.posed_joints(local_rotmats)  # (T, J, 3), (T, J, 3, 3)
+        n_joints = rot.shape[-3]
+        translation = posed - np.einsum("...jab,jb->...ja", rot, self.rest_joints)  # (T, J, 3)
         # Linear blend skinning: per-vertex blended affine transform.
         t = len(rot)
         # One GEMM over all frames: (V, J) @ (J, T * 12) blends rotations and translations at once.

@@ -2,7 +2,7 @@
 SMPL-format `.npz` (the keys a real SMPL file has), so it loads through the same smplx code
 path as user-supplied models.
 
-The skeleton is `skeleton.rest_joints24()` (SMPL body frame: Y up, facing +Z, left = +X).
+The skeleton is `kinematics.rest_joints24()` (SMPL body frame: Y up, facing +Z, left = +X).
 The mesh is one capsule per bone plus one for the head, each rigidly skinned to the bone's
 parent joint. `J_regressor` averages the ring of vertices around each joint, so it reproduces
 the rest joints exactly and girth changes leave the joints in place. Shape space:
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from vimogen_core.body.model_files import content_hash, write_npz_atomic
-from vimogen_core.motion.skeleton import JOINT_NAMES, SMPL24_PARENTS, rest_joints24
+from vimogen_core.motion.kinematics import rest_joints24
+from vimogen_core.motion.skeleton import JOINT_NAMES, SMPL24_PARENTS
 from vimogen_core.state import state_dir
 
 GENERATOR_VERSION = 1

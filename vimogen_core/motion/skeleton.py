@@ -71,15 +71,6 @@ def rest_offsets24() -> np.ndarray:
     return out
 
 
-def rest_joints24() -> np.ndarray:
-    """(24, 3) rest joint positions (pelvis at the origin), SMPL body frame."""
-    offsets = rest_offsets24()
-    joints = np.zeros_like(offsets)
-    for j, parent in enumerate(SMPL24_PARENTS):
-        joints[j] = offsets[j] if parent < 0 else joints[parent] + offsets[j]
-    return joints
-
-
 def rest_offsets() -> np.ndarray:
     """(22, 3) rest offsets of the 22-joint skeleton; row 0 is the pelvis rest position."""
     return rest_offsets24()[:NUM_JOINTS].copy()
