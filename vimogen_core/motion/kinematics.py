@@ -19,7 +19,8 @@ def forward_kinematics(
 
     SMPL convention: the root rotation turns about the pelvis, so pelvis = transl + offsets[0].
     `parents` lists each joint's parent (-1 for the root), parents before children; the default is
-    the 22-joint skeleton. The loop runs over the joints of the tree, never over frames.
+    the 22-joint skeleton. `offsets` (J, 3), or (..., J, 3) where joints also translate per frame
+    (BVH position channels). The loop runs over the joints of the tree, never over frames.
     """
     if offsets is None:
         offsets = rest_offsets()
@@ -28,11 +29,11 @@ def forward_kinematics(
     positions: list[torch.Tensor] = []
     for j, parent in enumerate(parents):
         if parent < 0:
-            global_rots.append(local_rotmats[..., 0, :, :])
-            positions.append(transl + offsets[0])
+            global_rots.append(local_rotmats[..., j, :, :])
+            positions.append(transl + offsets[..., j, :])
         else:
             global_rots.append(global_rots[parent] @ local_rotmats[..., j, :, :])
-            positions.append(positions[parent] + (global_rots[parent] @ offsets[j, :, None])[..., 0])
+            positions.append(positions[parent] + (global_rots[parent] @ offsets[..., j, :, None])[..., 0])
     return torch.stack(positions, dim=-2), torch.stack(global_rots, dim=-3)
 
 

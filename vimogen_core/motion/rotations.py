@@ -116,3 +116,32 @@ def rotation_about_z(angle: torch.Tensor) -> torch.Tensor:
     cos, sin = torch.cos(angle), torch.sin(angle)
     zero, one = torch.zeros_like(angle), torch.ones_like(angle)
     return torch.stack([cos, -sin, zero, sin, cos, zero, zero, zero, one], dim=-1).reshape(*angle.shape, 3, 3)
+
+
+def rotation_between(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(..., 3), (..., 3) -> (..., 3, 3): the smallest rotation turning direction u onto direction v
+    (neither needs unit length). Through the half-way quaternion (1 + u.v, u x v), which stays exact
+    for nearly equal directions; for opposite ones any half turn about an axis normal to u does."""
+    u = torch.nn.functional.normalize(u, dim=-1)
+    v = torch.nn.functional.normalize(v, dim=-1)
+    w = 1 + (u * v).sum(-1, keepdim=True)
+    axis = torch.linalg.cross(u, v, dim=-1)
+    # Opposite directions: the normal to u with the larger of its cross products with X and Y.
+    normal_x = torch.linalg.cross(u, torch.tensor([1.0, 0.0, 0.0], dtype=u.dtype).expand_as(u), dim=-1)
+    normal_y = torch.linalg.cross(u, torch.tensor([0.0, 1.0, 0.0], dtype=u.dtype).expand_as(u), dim=-1)
+    normal = torch.where(normal_x.norm(dim=-1, keepdim=True) > 0.5, normal_x, normal_y)
+    opposite = w < 1e-9
+    quat = torch.where(opposite, torch.cat([torch.zeros_like(w), normal], -1), torch.cat([w, axis], -1))
+    return quat_to_matrix(quat)
+
+
+def align_vectors(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(..., K, 3) directions, (..., K, 3) directions -> (..., 3, 3): the rotation R that best turns
+    each source[k] onto target[k] in least squares (Kabsch: SVD of sum_k target_k source_k^T, with the
+    sign of the last singular direction fixed so R is a rotation, not a reflection)."""
+    cov = target.transpose(-1, -2) @ source  # (..., 3, 3)
+    u, _, vh = torch.linalg.svd(cov)
+    sign = torch.sign(torch.linalg.det(u @ vh))  # (...,)
+    fix = torch.ones(*sign.shape, 3, dtype=cov.dtype)
+    fix[..., 2] = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return (u * fix[..., None, :]) @ vh
