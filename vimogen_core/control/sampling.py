@@ -5,7 +5,7 @@ the same checkpoint):
 - "inpaint" (training-free inpainting): after every Euler step to time s the known channels are
   put where the straight path from their target to the motion's own noise is at s,
   (1 - s) target + s noise, so the network sees them as it saw data at that noise level and
-  fills in the rest around them; at s = 0 they are the targets.
+  fills in the rest around them (the last step leaves them as the network made them).
 - "guidance": every step the gradient of the known channels' squared error in the network's
   clean estimate (metres for positions), taken through the network, is subtracted from the
   velocity; it needs a backward pass per step.
@@ -29,7 +29,7 @@ from vimogen_core.motion.representation import FEATURE_DIM, encode_features, fea
 from vimogen_core.motion.skeleton import NUM_JOINTS, PARENTS
 
 METHODS = ("inpaint", "guidance")
-FADE_FRAMES = 4.0  # Gaussian sigma (frames) over which a keyframe's correction fades out
+FADE_FRAMES = 8.0  # Gaussian sigma (frames) over which a keyframe's correction fades out
 GUIDANCE_STRENGTH = 0.5
 
 
@@ -56,6 +56,11 @@ class Inpainting:
         return velocity_fn
 
     def after_step(self, x: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+        if float(s_next) == 0.0:
+            # The last step keeps the network's own values for the known channels too: they agree
+            # with the frames it generated around them, so `enforce` can pin them with a faded
+            # offset instead of leaving a step where pinned meets generated.
+            return x
         known_now = (1 - s_next) * self.target + s_next * self.noise
         return torch.where(self.known, known_now.to(x.dtype), x)
 
@@ -88,21 +93,27 @@ class Guidance:
 
 
 def spread_correction(offset: np.ndarray, pinned: np.ndarray, fade: float = FADE_FRAMES) -> np.ndarray:
-    """offset, pinned (T, C): per column the offset is exact at pinned frames, interpolated between
-    neighbouring pinned frames with each side fading as a Gaussian of its distance (sigma `fade`
-    frames), and fading out beyond the first and last."""
-    t = np.arange(len(offset))[:, None]
+    """offset, pinned (T, C): per column the offset is exact at pinned frames; away from them it
+    carries on from the nearest pinned frame on each side at that frame's rate of change (so a
+    pinned stretch such as a prefix joins without a kink), fading as a Gaussian of the distance
+    (sigma `fade` frames), and the two sides are blended by position between them."""
+    n = len(offset)
+    t = np.arange(n)[:, None]
     prev = np.maximum.accumulate(np.where(pinned, t, -1), axis=0)  # (T, C) last pinned frame at or before t
-    nxt = np.flip(np.minimum.accumulate(np.flip(np.where(pinned, t, len(offset)), 0), axis=0), 0)  # first at or after
-    has_prev, has_next = prev >= 0, nxt < len(offset)
+    nxt = np.flip(np.minimum.accumulate(np.flip(np.where(pinned, t, n), 0), axis=0), 0)  # first at or after
+    # The offset's rate of change at each pinned frame, from its pinned neighbour (0 where alone).
+    rate_out = np.zeros_like(offset)  # leaving a pinned stretch forwards
+    rate_out[1:] = np.where(pinned[1:] & pinned[:-1], offset[1:] - offset[:-1], 0.0)
+    rate_in = np.zeros_like(offset)  # entering one from before
+    rate_in[:-1] = np.where(pinned[:-1] & pinned[1:], offset[1:] - offset[:-1], 0.0)
+    has_prev, has_next = prev >= 0, nxt < n
     cols = np.arange(offset.shape[1])[None, :]
-    at_prev = np.where(has_prev, offset[np.clip(prev, 0, None), cols], 0.0)
-    at_next = np.where(has_next, offset[np.clip(nxt, None, len(offset) - 1), cols], 0.0)
-    w_prev = np.where(has_prev, np.exp(-0.5 * ((t - prev) / fade) ** 2), 0.0)
-    w_next = np.where(has_next, np.exp(-0.5 * ((nxt - t) / fade) ** 2), 0.0)
+    a, b = np.clip(prev, 0, None), np.clip(nxt, None, n - 1)
+    from_prev = np.where(has_prev, (offset[a, cols] + (t - prev) * rate_out[a, cols]) * np.exp(-0.5 * ((t - prev) / fade) ** 2), 0.0)
+    from_next = np.where(has_next, (offset[b, cols] - (nxt - t) * rate_in[b, cols]) * np.exp(-0.5 * ((nxt - t) / fade) ** 2), 0.0)
     gap = np.maximum(nxt - prev, 1)
     share_next = np.where(has_prev & has_next, (t - prev) / gap, np.where(has_next, 1.0, 0.0))
-    return (1 - share_next) * w_prev * at_prev + share_next * w_next * at_next
+    return (1 - share_next) * from_prev + share_next * from_next
 
 
 def enforce(feats: np.ndarray, targets: Targets, fade: float = FADE_FRAMES) -> np.ndarray:
@@ -119,6 +130,12 @@ def enforce(feats: np.ndarray, targets: Targets, fade: float = FADE_FRAMES) -> n
         offset = np.where(pinned, targets.joint_values[:, joint] - joints[:, joint], 0.0)
         joints[:, SUBTREES[joint]] += spread_correction(offset, pinned, fade)[:, None, :]
     return encode_features(*extend_one_frame(local, torch.from_numpy(joints))).float().numpy()
+
+
+def _pelvis_only(joint_mask: np.ndarray) -> np.ndarray:
+    mask = np.zeros_like(joint_mask)
+    mask[:, 0] = joint_mask[:, 0]
+    return mask
 
 
 def generate_controlled(generator, prompts: list[str], targets: list[Targets], steps: int = 50,
@@ -149,5 +166,8 @@ def generate_controlled(generator, prompts: list[str], targets: list[Targets], s
     motions = generator.finish(sample, lengths, smooth, cleanup=None)
     if generator.cleanup is not None:
         cleanup = replace(generator.cleanup, canonical=False)
-        motions = [clean_features(m, cleanup, (t.joint_mask, t.joint_values)) for m, t in zip(motions, targets)]
+        # Only the pelvis is pinned in the fused paths (whose time scale spreads its offsets over
+        # seconds); the body's short time scale would turn a pinned joint into a spike, so its
+        # offsets are left to `enforce`, which fades them out.
+        motions = [clean_features(m, cleanup, (_pelvis_only(t.joint_mask), t.joint_values)) for m, t in zip(motions, targets)]
     return [enforce(m, t) for m, t in zip(motions, targets)] if exact else motions

@@ -65,7 +65,7 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
 
-def _gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """(T, C) along time, edges replicated."""
     radius = max(1, int(round(3 * sigma)))
     offsets = torch.arange(-radius, radius + 1, dtype=x.dtype)
@@ -103,7 +103,7 @@ def foot_hold(joints: torch.Tensor, config: CleanupConfig = CleanupConfig()) -> 
         target[:, 2] = target[:, 2].clamp(min=0.0)
         correction = torch.where(inside[:, None], target[ids] - path, torch.zeros_like(path))  # (T, 3)
         # Outside the holds the correction fades (smoothed); inside it is exact.
-        correction = torch.where(inside[:, None], correction, _gaussian_smooth(correction, config.ease_sigma))
+        correction = torch.where(inside[:, None], correction, gaussian_smooth(correction, config.ease_sigma))
         out[:, foot] += correction
         out[:, ankle] += correction
     return out

@@ -1,0 +1,132 @@
+"""One continuous motion of any length from (prompt, seconds) segments.
+
+The model was trained on windows of at most 200 frames, so a long take is generated window by
+window: each window continues the last `overlap` frames of what exists (prefix continuation,
+`constraints.Prefix`) and adds up to `window - overlap` new frames for its segment's prompt. The
+prefix is first turned and moved so that it starts at the origin facing +Y, as every training clip
+does, and the new frames are turned back. Each window costs the same, so time grows linearly with
+the duration and memory holds only the motion itself. The seams are where a window's prefix ends:
+the network generates across them, enforcement joins the prefix without a kink, and `joined`
+smooths the few frames around each seam.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vimogen_core.control.constraints import ConstraintError, Prefix
+from vimogen_core.control.sampling import generate_controlled
+from vimogen_core.motion.cleanup import extend_one_frame, facing_turn_angle, gaussian_smooth
+from vimogen_core.motion.representation import (ROOT_ROT6D, encode_features, features_to_joints,
+                                                features_to_rotations, turn_and_move_features)
+from vimogen_core.motion import rotations as rot
+from vimogen_core.motion.skeleton import FPS
+
+MAX_SECONDS = 3600.0
+SEAM_SIGMA = 1.5  # frames: the smoothing across a seam
+
+
+@dataclass(frozen=True)
+class Segment:
+    prompt: str
+    seconds: float
+
+
+def check_timeline(segments: list[Segment]) -> list[int]:
+    """Frames per segment; an empty timeline, an empty prompt or a non-positive length is an error."""
+    if not segments:
+        raise ConstraintError("timeline: no segments given")
+    frames = []
+    for i, segment in enumerate(segments):
+        if not isinstance(segment.prompt, str) or not segment.prompt.strip():
+            raise ConstraintError(f"timeline segment {i}: the prompt is empty")
+        if not np.isfinite(segment.seconds) or segment.seconds <= 0:
+            raise ConstraintError(f"timeline segment {i}: seconds must be a positive number, got {segment.seconds!r}")
+        frames.append(max(2, int(round(segment.seconds * FPS))))
+    if sum(frames) > MAX_SECONDS * FPS:
+        raise ConstraintError(f"timeline: {sum(frames) / FPS:g} s is longer than {MAX_SECONDS:g} s")
+    return frames
+
+
+def windows(segment_frames: list[int], window: int, overlap: int) -> list[tuple[int, int, int]]:
+    """(segment index, first new frame, new frame count) per window, in order."""
+    if not 0 < overlap < window:
+        raise ConstraintError(f"timeline: overlap {overlap} must be between 0 and the window of {window} frames")
+    out, start = [], 0
+    for index, n in enumerate(segment_frames):
+        room = window if start == 0 else window - overlap
+        pieces = -(-n // room)
+        for count in np.diff(np.linspace(0, n, pieces + 1).round().astype(int)):  # even pieces, none short
+            out.append((index, start, int(count)))
+            start += int(count)
+    return out
+
+
+def _canonical_shift(feats: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """The turn and move that put frame 0 of `feats` at x = y = 0 facing +Y."""
+    root = rot.rot6d_to_matrix(torch.from_numpy(feats[0, ROOT_ROT6D].astype(np.float64)))
+    yaw = float(facing_turn_angle(root))
+    turn = rot.rotation_about_z(torch.tensor(yaw, dtype=torch.float64)).numpy()
+    pelvis = turn @ features_to_joints(feats[0].astype(np.float64))[0]
+    return yaw, (-float(pelvis[0]), -float(pelvis[1]))
+
+
+def _moved(feats: np.ndarray, yaw: float, shift: tuple[float, float]) -> np.ndarray:
+    return turn_and_move_features(torch.from_numpy(feats.astype(np.float64)), yaw, shift).float().numpy()
+
+
+def _undo(yaw: float, shift: tuple[float, float]) -> tuple[float, tuple[float, float]]:
+    """The inverse of turning by yaw then moving by shift."""
+    back = rot.rotation_about_z(torch.tensor(-yaw, dtype=torch.float64)).numpy()[:2, :2] @ np.asarray(shift)
+    return -yaw, (-float(back[0]), -float(back[1]))
+
+
+def generate_timeline(generator, segments: list[Segment], steps: int = 50, cfg_scale: float | None = None,
+                      seed: int = 0, method: str = "inpaint", window: int = 200, overlap: int = 20,
+                      progress: bool = False) -> np.ndarray:
+    """(N, 276) features of one motion following the segments in order."""
+    segment_frames = check_timeline(segments)
+    plan = windows(segment_frames, window, overlap)
+    total = sum(segment_frames)
+    motion = np.zeros((total, generator.normalizer.mean.shape[0]), np.float32)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="timeline", unit="frame")
+    for k, (index, start, count) in enumerate(plan):
+        prompt = segments[index].prompt
+        if start == 0:
+            new = generator.generate([prompt], count, steps=steps, cfg_scale=cfg_scale, seed=seed)[0]
+        else:
+            prefix = motion[start - overlap:start]
+            yaw, shift = _canonical_shift(prefix)
+            targets = Prefix(_moved(prefix, yaw, shift)).targets(overlap + count)
+            made = generate_controlled(generator, [prompt], [targets], steps=steps, cfg_scale=cfg_scale,
+                                       seed=seed + k, method=method)[0]
+            new = _moved(made[overlap:], *_undo(yaw, shift))
+        motion[start:start + count] = new
+        if bar is not None:
+            bar.update(count)
+    if bar is not None:
+        bar.close()
+    return joined(motion, [start for _, start, _ in plan[1:]])
+
+
+def joined(feats: np.ndarray, seams: list[int], sigma: float = SEAM_SIGMA) -> np.ndarray:
+    """The stitched windows as one motion: joint positions smoothed along time near each seam
+    (blended in with a Gaussian of the distance to it), then re-encoded so the velocity channels
+    are the differences of the positions across the seams too. What remains at a seam is the
+    change of direction the next window's network continuation makes within a frame or two."""
+    f = torch.from_numpy(feats.astype(np.float64))
+    local, _ = features_to_rotations(f)
+    joints = features_to_joints(f)  # (N, 22, 3)
+    if seams:
+        t = torch.arange(len(f), dtype=torch.float64)[:, None]
+        near = torch.exp(-0.5 * ((t - torch.tensor(seams, dtype=torch.float64)[None, :]) / (2 * sigma)) ** 2)
+        blend = near.sum(1).clamp(max=1.0)[:, None, None]  # (N, 1, 1)
+        smoothed = gaussian_smooth(joints.reshape(len(f), -1), sigma).reshape(joints.shape)
+        joints = (1 - blend) * joints + blend * smoothed
+    return encode_features(*extend_one_frame(local, joints)).float().numpy()
