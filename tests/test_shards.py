@@ -1,4 +1,4 @@
-"""Shards: packing, random access, checksums, length bucketing, streaming statistics, atomicity."""
+"""Shards: packing, random access, checksums, training batches, streaming statistics, atomicity."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from vimogen_core.curation.dataset import LengthBucketSampler, ShardDataset, collate_motion_batch
+from vimogen_core.curation.dataset import ShardDataset
 from vimogen_core.curation.pipeline import CurationConfig, curate_samples, curate_sources
 from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
 from vimogen_core.curation.records import RawSample
@@ -25,6 +26,8 @@ from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.motion import canonicalize, mirror
 from vimogen_core.motion.representation import FEATURE_DIM, Normalizer
 from vimogen_core.sources.deepmimic import load_builtin_clip
+from vimogen_core.train.config import get_train_preset
+from vimogen_core.train.data import build_dataset, rank_batches
 
 CLIPS = ("walk", "kick", "cartwheel", "crawl", "dance_b", "getup_faceup")
 
@@ -110,34 +113,20 @@ def test_flipped_byte_fails_with_checksum_error_naming_the_shard(shard_set, tmp_
         reader.read(int(target["offset"]), int(target["n_frames"]), target["checksum"], target["id"])
 
 
-def test_length_bucket_sampler_covers_everything_with_less_padding():
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(40, 201, size=1000)
-    sampler = LengthBucketSampler(lengths, batch_size=16, seed=3, pool_batches=8)
-    batches = list(sampler)
-    assert len(batches) == len(sampler)
-    assert sorted(i for b in batches for i in b) == list(range(1000))
-    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
-    random_batches = np.array_split(rng.permutation(1000), len(batches))
-    random_spread = np.mean([lengths[b].max() - lengths[b].min() for b in random_batches])
-    assert spread < 0.3 * random_spread
-    assert [list(b) for b in LengthBucketSampler(lengths, 16, seed=3, pool_batches=8)] == batches  # reproducible
-    sampler.set_epoch(1)
-    assert list(sampler) != batches  # a new order each epoch
-    dropping = LengthBucketSampler(lengths, batch_size=16, seed=3, pool_batches=8, drop_last=True)
-    assert len(list(dropping)) == len(dropping) and all(len(b) == 16 for b in dropping)
-
-
-def test_collate_pads_and_masks(shard_set):
+def test_training_batches_of_a_shard_set_pad_and_mask(shard_set):
+    """The batching that runs: the training loop's draws over the shard set, zero-padded with masks."""
     _, shards = shard_set
-    dataset = ShardDataset(shards.manifest_path, split=None)
-    sampler = LengthBucketSampler(dataset.lengths, batch_size=3, seed=0)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_motion_batch)
-    for batch in loader:
-        lengths = batch["lengths"]
-        assert batch["features"].shape == (len(lengths), int(lengths.max()), FEATURE_DIM)
-        assert torch.equal(batch["mask"].sum(1), lengths)
-        assert batch["features"][~batch["mask"]].abs().sum() == 0
+    config = replace(get_train_preset("tiny"), data=str(shards.manifest_path), batch_size=4)
+    dataset = build_dataset(config)
+    assert len(dataset) == shards.by_split["train"]
+    batches = rank_batches(dataset, config, start_step=0, rank=0, world_size=1)
+    for _ in range(3):
+        batch = next(batches)
+        lengths = batch.x_mask.sum(1)  # (B,)
+        assert batch.x0.shape == (4, int(lengths.max()), FEATURE_DIM)
+        assert ((config.min_frames <= lengths) & (lengths <= config.max_frames)).all()
+        assert batch.x0[~batch.x_mask].abs().sum() == 0
+        assert torch.equal(batch.reference_mask, batch.x_mask)
 
 
 def test_streaming_statistics_equal_the_direct_computation(shard_set, tmp_path):

@@ -1,15 +1,13 @@
-"""Training-side access to a shard set: a random-access torch Dataset, a length-bucketing batch
-sampler and a padding collate function."""
+"""Training-side access to a shard set: a random-access torch Dataset over one split. Batching
+is the training loop's (`train.data`: per-sample draws seeded by the step, then `collate`)."""
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from vimogen_core.curation.shards import ShardReader, read_manifest
 
@@ -76,66 +74,3 @@ class ShardDataset(Dataset):
             "video_text": self.video_text[index],
         }
 
-
-class LengthBucketSampler(Sampler[list[int]]):
-    """Batches of similar-length samples (less padding), in random order, reproducible per epoch.
-
-    Each epoch shuffles all indices, cuts them into pools of `batch_size * pool_batches`, sorts each
-    pool by length and slices it into batches; the batches are then shuffled.
-    """
-
-    def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 pool_batches: int = 50, drop_last: bool = False):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.pool_batches = pool_batches
-        self.drop_last = drop_last
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng((self.seed, self.epoch))
-        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
-        pool = self.batch_size * self.pool_batches
-        batches: list[np.ndarray] = []
-        for start in range(0, len(order), pool):
-            chunk = order[start : start + pool]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
-        if self.drop_last:
-            batches = [b for b in batches if len(b) == self.batch_size]
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return iter([b.tolist() for b in batches])
-
-    def __len__(self) -> int:
-        pool = self.batch_size * self.pool_batches
-        sizes = [min(pool, len(self.lengths) - start) for start in range(0, len(self.lengths), pool)]
-        if self.drop_last:
-            return sum(size // self.batch_size for size in sizes)
-        return sum(math.ceil(size / self.batch_size) for size in sizes)
-
-
-def collate_motion_batch(items: list[dict]) -> dict:
-    """Zero-pad to the longest sample: features (B, T_max, 276), mask (B, T_max) True on real frames."""
-    lengths = torch.tensor([item["n_frames"] for item in items], dtype=torch.long)  # (B,)
-    t_max = int(lengths.max())
-    dim = items[0]["features"].shape[-1]
-    features = torch.zeros(len(items), t_max, dim, dtype=items[0]["features"].dtype)  # (B, T, D)
-    for row, item in enumerate(items):
-        features[row, : item["n_frames"]] = item["features"]
-    mask = torch.arange(t_max)[None, :] < lengths[:, None]  # (B, T)
-    return {
-        "features": features,
-        "mask": mask,
-        "lengths": lengths,
-        "id": [item["id"] for item in items],
-        "motion_text": [item["motion_text"] for item in items],
-        "video_text": [item["video_text"] for item in items],
-    }
