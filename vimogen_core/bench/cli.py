@@ -63,7 +63,7 @@ def cmd_run(args) -> int:
     result = run_mbench(args.checkpoint, prompts_path=args.prompts, eval_info_path=args.eval_info,
                         dimensions=args.dimensions, out_dir=out, height_axis=args.height_axis,
                         judge_factory=_judge_factory(args), steps=args.steps, cfg_scale=args.cfg_scale, cleanup=not args.no_cleanup,
-                        seed=args.seed, model_name=args.model_name)
+                        seed=args.seed, model_name=args.model_name, protocol=args.protocol, mbench_data=args.mbench_data)
     _print_summary(result)
     print(json.dumps({"timing_s": result.metadata["timing_s"]}))
     return 0
@@ -99,6 +99,13 @@ def register(subparsers) -> None:
     run.add_argument("--no-cleanup", action="store_true",
                      help="score the network's features as sampled, without the post-sampling clean-up")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--protocol", choices=("project", "released"), default="project",
+                     help="how motions are generated: the project's (short prompt at its duration, EMA, clean-up) or "
+                          "the released evaluation's (prompt_motion_detailed, 100-frame text mode, use_ref_motion "
+                          "entries in reference mode, raw weights, released sampler, guidance 5, velocity-integrated joints)")
+    run.add_argument("--mbench-data", type=Path, default=None,
+                     help="the released MBench data folder (data/mbench layout: wan2.2 reference motions, "
+                          "wanvideo_text_features); without it use_ref_motion entries run in text mode")
     _common(run)
     run.set_defaults(func=cmd_run)
 

@@ -276,6 +276,16 @@ def _format(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 0.1 else f"{value:.3f}"
 
 
+def _protocol_line(meta: dict) -> str:
+    if not meta.get("protocol"):
+        return "not recorded (motions read from files)"
+    line = (f"{meta['protocol']} ({meta.get('weights')} weights, sampler {meta.get('sampler')}, guidance "
+            f"{meta.get('cfg_scale') if meta.get('cfg_scale') is not None else 'the preset default'}, "
+            f"{meta.get('n_text_mode')} text-mode / {meta.get('n_reference_mode')} reference-mode motions, "
+            f"joints from the {meta.get('joints_from')})")
+    return "; ".join([line] + list(meta.get("protocol_notes") or []))
+
+
 def markdown_report(result: MBenchResult, model_name: str = "this run") -> str:
     meta = result.metadata
     lines = [
@@ -287,6 +297,7 @@ def markdown_report(result: MBenchResult, model_name: str = "this run") -> str:
         f"- pose prior / body mesh: {meta.get('pose_scorer') or 'not used'}",
         f"- foot metrics height axis: {meta.get('height_axis')}",
         f"- generated motion post-processing: {meta.get('postprocessing') or 'not recorded (motions read from files)'}",
+        f"- generation protocol: {_protocol_line(meta)}",
         f"- created: {meta.get('created')}",
         "",
         "## Next to the published MBench table",
@@ -411,30 +422,42 @@ def score_directory(motions_dir: str | os.PathLike, dimensions: Sequence[str] | 
 
 def generate_motions(checkpoint: str | os.PathLike, prompts: Sequence[BenchPrompt], motions_dir: str | os.PathLike | None,
                      *, steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
-                     batch_size: int = 32, cleanup: bool = True) -> tuple[dict[str, LoadedMotion], str]:
-    """Generate one motion per prompt with a trained checkpoint (text mode); optionally save
-    `{id}.npy` joints and `features/{id}.npy`. Prompts go in order of length so that each batch
-    pads little; the generator seeds every motion by its position, so runs are reproducible.
-    Returns the motions and the post-processing the generator applied to them (`cleanup=False`:
-    none, the network's features as sampled)."""
+                     batch_size: int = 32, cleanup: bool = True, protocol: str = "project",
+                     prompts_path: str | os.PathLike | None = None, mbench_data: str | os.PathLike | None = None
+                     ) -> tuple[dict[str, LoadedMotion], dict]:
+    """Generate one motion per prompt with a trained checkpoint under `protocol`
+    (bench/protocol.py: which text, length, branch, weights, sampler, guidance and joint decode);
+    optionally save `{id}.npy` joints and `features/{id}.npy`. Prompts go in order of length so that
+    each batch pads little; the generator seeds every motion by its position, so runs are
+    reproducible. Returns the motions and what generated them (protocol, post-processing the
+    generator applied (`cleanup=False`: none, the network's features as sampled), sampler, notes)."""
+    from vimogen_core.bench.protocol import attach_embeddings, build_requests, get_protocol
     from vimogen_core.train.generate import load_generator
 
-    generator = load_generator(checkpoint)
-    if not cleanup:
+    spec = get_protocol(protocol)
+    generator = load_generator(checkpoint, use_ema=spec.use_ema)
+    if not cleanup or not spec.cleanup:
         generator.cleanup = None
+    if spec.sampler is not None:
+        generator.sampler = spec.sampler
+    requests, notes = build_requests(spec, prompts, prompts_path, mbench_data)
+    notes += attach_embeddings(requests, generator.text)
+    cfg_scale = spec.cfg_scale if cfg_scale is None else cfg_scale
     options = {k: v for k, v in {"steps": steps, "cfg_scale": cfg_scale}.items() if v is not None}
-    ordered = sorted(prompts, key=lambda p: (p.n_frames, p.global_id))
-    features = generator.generate([p.text for p in ordered], n_frames=[p.n_frames for p in ordered], seed=seed,
-                                  batch_size=batch_size, progress=True, **options)
-    out: dict[str, LoadedMotion] = {}
-    for prompt, feats in zip(ordered, features, strict=True):
+    out: dict[str, LoadedMotion] = {r.prompt.key: LoadedMotion(None, None, r.error) for r in requests if r.error}
+    ordered = sorted((r for r in requests if r.error is None), key=lambda r: (r.n_frames, r.prompt.global_id))
+    features = generator.generate([r.text for r in ordered], n_frames=[r.n_frames for r in ordered],
+                                  ref_motions=[r.reference for r in ordered], seed=seed, batch_size=batch_size,
+                                  progress=True, **options) if ordered else []
+    for request, feats in zip(ordered, features, strict=True):
+        key = request.prompt.key
         feats = np.asarray(feats, dtype=np.float32)
         try:
-            check_features(feats, f"generated:{prompt.key}")
-            joints = metrics.validate_joints(features_to_joints(feats), f"generated:{prompt.key}")
-            out[prompt.key] = LoadedMotion(joints, feats)
+            check_features(feats, f"generated:{key}")
+            joints = metrics.validate_joints(spec.joints(feats), f"generated:{key}")
+            out[key] = LoadedMotion(joints, feats)
         except MotionDataError as err:
-            out[prompt.key] = LoadedMotion(None, None, str(err))
+            out[key] = LoadedMotion(None, None, str(err))
     if motions_dir is not None:
         motions_dir = Path(motions_dir)
         (motions_dir / "features").mkdir(parents=True, exist_ok=True)
@@ -442,7 +465,12 @@ def generate_motions(checkpoint: str | os.PathLike, prompts: Sequence[BenchPromp
             if motion.joints is not None:
                 np.save(motions_dir / "features" / f"{key}.npy", motion.features)
                 np.save(motions_dir / f"{key}.npy", motion.joints.astype(np.float32))
-    return out, generator.postprocessing
+    info = {"protocol": spec.name, "postprocessing": generator.postprocessing,
+            "sampler": generator.sampler_config.name, "weights": "EMA" if spec.use_ema else "raw",
+            "joints_from": spec.joints_name, "cfg_scale": cfg_scale,
+            "n_reference_mode": sum(1 for r in requests if not r.use_text and r.error is None),
+            "n_text_mode": sum(1 for r in requests if r.use_text and r.error is None), "protocol_notes": notes}
+    return out, info
 
 
 def run_mbench(checkpoint: str | os.PathLike | None = None, *, motions_dir: str | os.PathLike | None = None,
@@ -450,8 +478,10 @@ def run_mbench(checkpoint: str | os.PathLike | None = None, *, motions_dir: str 
                out_dir: str | os.PathLike | None = None, height_axis: str = metrics.HEIGHT_TRUE,
                judge_factory=default_judge_factory, pose_scorer_factory=default_pose_scorer_factory,
                steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, cleanup: bool = True,
-               model_name: str | None = None, sink=None) -> MBenchResult:
-    """Generate with `checkpoint` (or read `motions_dir`) for the prompts and score them."""
+               model_name: str | None = None, sink=None, protocol: str = "project",
+               mbench_data: str | os.PathLike | None = None) -> MBenchResult:
+    """Generate with `checkpoint` under `protocol` (or read `motions_dir`) for the prompts and score
+    them. `mbench_data`: the released MBench data folder (reference motions, umT5 embeddings)."""
     if (checkpoint is None) == (motions_dir is None):
         raise ValueError("give exactly one of a checkpoint (to generate) or a motion folder")
     timer = _Timer()
@@ -460,10 +490,11 @@ def run_mbench(checkpoint: str | os.PathLike | None = None, *, motions_dir: str 
     if checkpoint is not None:
         with timer("generate"):
             save_to = Path(out_dir) / "motions" if out_dir is not None else None
-            motions, postprocessing = generate_motions(checkpoint, prompts, save_to, steps=steps, cfg_scale=cfg_scale,
-                                                       seed=seed, cleanup=cleanup)
-        extra = {"checkpoint": str(checkpoint), "steps": steps, "cfg_scale": cfg_scale, "seed": seed,
-                 "postprocessing": postprocessing,
+            motions, generation = generate_motions(checkpoint, prompts, save_to, steps=steps, cfg_scale=cfg_scale,
+                                                   seed=seed, cleanup=cleanup, protocol=protocol,
+                                                   prompts_path=prompts_path, mbench_data=mbench_data)
+        extra = {"checkpoint": str(checkpoint), "steps": steps, "seed": seed, **generation,
+                 "mbench_data": None if mbench_data is None else str(mbench_data),
                  "seconds_per_motion_generation": timer.seconds["generate"] / max(1, len(prompts))}
         name = model_name or Path(checkpoint).stem
     else:

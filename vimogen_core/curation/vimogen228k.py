@@ -4,7 +4,11 @@ curated chunks and shards as the project's own sources, keeping every released f
 The released samples are already 20 fps, windowed and encoded, so they are not re-windowed or
 mirrored (preset "released"); they still pass the generic gates (finite, length, speeds, bones,
 captions). The annotation entry is kept verbatim (manifest column `annotation_json`), together
-with the camera parameters of video-recovered samples.
+with the camera parameters of video-recovered samples. An entry whose `motion_path` is a list
+becomes one sample per path (ids `{id}~{k}`): the released loader draws one of them per fetch,
+and a shard set keeps them all rather than losing the others to one fixed draw. Reference motions
+(`ref_motion_path`) are not stored in shards; the annotation JSON read in place by training
+(`train/data.py` Vimogen228kDataset) uses them.
 """
 from __future__ import annotations
 
@@ -62,21 +66,25 @@ class ReleasedTakes:
         annotation_json = Path(self.annotation_json)
         root = annotation_json.parent if self.root is None else Path(self.root)
         for index, entry in enumerate(read_annotations(annotation_json)):  # a bad annotation file is an error
-            yield functools.partial(_load_released, entry, index, annotation_json, root)
+            value = entry.get("motion_path") if isinstance(entry, dict) else None
+            choices = range(len(value)) if isinstance(value, list) and len(value) > 1 else [None]
+            for path_index in choices:
+                yield functools.partial(_load_released, entry, index, annotation_json, root, path_index)
 
 
-def _load_released(entry, index: int, annotation_json: Path, root: Path) -> RawSample | Rejection:
+def _load_released(entry, index: int, annotation_json: Path, root: Path,
+                   path_index: int | None = None) -> RawSample | Rejection:
     from vimogen_core.sources.vimogen228k import read_record
 
     try:
-        record = read_record(entry, index, annotation_json, root)
+        record = read_record(entry, index, annotation_json, root, path_index=path_index, with_reference=False)
     except MotionDataError as err:
         where = str(getattr(err, "path", None) or annotation_json)
         return Rejection(where, "unknown", "unknown", where, ("load",), (str(err),))
     subset = str(record.subset or "")
     extrinsic = record.extrinsic
     return RawSample(
-        id=record.id,
+        id=record.id if path_index is None else f"{record.id}~{path_index}",
         source=released_source(subset, extrinsic is not None),
         subset=subset,
         origin=str(record.motion_file),

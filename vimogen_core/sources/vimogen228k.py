@@ -2,13 +2,15 @@
 
 Annotation JSON: a list of entries with `id`, `subset`, `split`, `motion_text_annot`,
 `video_text_annot`, `motion_path` (relative to the data root) and optionally `video_path`,
-`ref_motion_path`; any other fields are kept too.
+`ref_motion_path`; any other fields are kept too. `motion_path` is a path or a list of paths; as
+in the released loader, a list draws one path uniformly at random each time the entry is read.
 
-Motion files: `.pt` holding a bare tensor [T, 276] (optical MoCap) or a dict
-{motion [T, 276], extrinsic [T, 9], intrinsic [3, 3]} (video-recovered), read ONLY with
+Motion files: `.pt` holding a bare tensor [T, C] (optical MoCap) or a dict
+{motion [T, C], extrinsic [T, 9], intrinsic [3, 3]} (video-recovered), read ONLY with
 `torch.load(weights_only=True)`, so a file carrying pickled code is refused; `.npy` arrays
-[T, 276] are read with `allow_pickle=False`. `extrinsic` may hold one row more than `motion`
-(one camera per SMPL frame, before the velocity difference drops the last frame).
+[T, C] are read with `allow_pickle=False`. C >= 276: the released loader keeps the first 276
+columns (the released `data_samples/dummy_motion.pt` is (80, 426)). `extrinsic` may hold one row
+more than `motion` (one camera per SMPL frame, before the velocity difference drops the last frame).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from vimogen_core.errors import MotionDataError, pickled_objects_refused
-from vimogen_core.motion.representation import check_features
+from vimogen_core.motion.representation import FEATURE_DIM, check_features
 
 ANNOTATION_FIELDS = ("id", "subset", "split", "motion_text_annot", "video_text_annot", "motion_path",
                      "video_path", "ref_motion_path")
@@ -39,12 +41,13 @@ class VimogenRecord:
     split: str | None
     motion_text_annot: str | list[str] | None
     video_text_annot: str | list[str] | None
-    motion_path: str
+    motion_path: str  # the path read (drawn from the entry's list when it has several)
     video_path: str | None
     ref_motion_path: str | None
     motion_file: Path
     annotation: dict = field(repr=False)
     motion: np.ndarray | None = field(default=None, repr=False)  # (T, 276) float32
+    reference_motion: np.ndarray | None = field(default=None, repr=False)  # (T_ref, 276): ref_motion_path's
     extrinsic: np.ndarray | None = field(default=None, repr=False)  # (T or T+1, 9) float32
     intrinsic: np.ndarray | None = field(default=None, repr=False)  # (3, 3) float32
 
@@ -101,7 +104,10 @@ def load_vimogen_motion(path: str | os.PathLike) -> dict[str, np.ndarray | None]
         content = content["motion"]
     else:
         camera = {"extrinsic": None, "intrinsic": None}
-    motion = check_features(_as_array(content, "motion", path), path)
+    motion = _as_array(content, "motion", path)
+    if motion.ndim == 2 and motion.shape[1] > FEATURE_DIM:
+        motion = motion[:, :FEATURE_DIM]  # extra columns after the representation, as released
+    motion = check_features(motion, path)
     return {"motion": motion, **_check_camera(camera, len(motion), path)}
 
 
@@ -119,20 +125,41 @@ def read_annotations(annotation_json: str | os.PathLike) -> list:
     return entries
 
 
-def read_record(entry, index: int, annotation_json: Path, root: Path, load: bool = True) -> VimogenRecord:
-    """Annotation entry number `index` as a record, its motion file read from `root` when `load`."""
+def motion_paths(entry, index: int, annotation_json: Path) -> list[str]:
+    """The motion path(s) of annotation entry number `index`: one, or the entry's list."""
     if not isinstance(entry, dict):
         raise MotionDataError(annotation_json, f"entry {index} is a JSON {type(entry).__name__}, expected an object")
-    name = entry.get("id", f"#{index}")
-    motion_path = entry.get("motion_path")
-    if not isinstance(motion_path, str) or not motion_path:
-        raise MotionDataError(annotation_json, f"entry {index} (id {name}) has no motion_path")
+    value = entry.get("motion_path")
+    paths = value if isinstance(value, list) else [value]
+    if not paths or not all(isinstance(p, str) and p for p in paths):
+        raise MotionDataError(annotation_json, f"entry {index} (id {entry.get('id', f'#{index}')}) has no motion_path")
+    return paths
+
+
+def read_record(entry, index: int, annotation_json: Path, root: Path, load: bool = True,
+                rng: np.random.Generator | None = None, path_index: int | None = None,
+                with_reference: bool = True) -> VimogenRecord:
+    """Annotation entry number `index` as a record, its motion file (and, `with_reference`, its
+    `ref_motion_path` reference) read from `root` when `load`. A list `motion_path` gives the path at
+    `path_index`, else one drawn uniformly with `rng` (default: a fresh generator, a new draw per read)."""
+    paths = motion_paths(entry, index, annotation_json)
+    if path_index is None:
+        path_index = int((rng or np.random.default_rng()).integers(len(paths))) if len(paths) > 1 else 0
+    motion_path = paths[path_index]
+    ref_motion_path = entry.get("ref_motion_path")
+    if ref_motion_path is not None and (not isinstance(ref_motion_path, str) or not ref_motion_path):
+        raise MotionDataError(annotation_json, f"entry {index} (id {entry.get('id', f'#{index}')}) has a bad "
+                                               f"ref_motion_path {ref_motion_path!r}")
     motion_file = root / motion_path
-    loaded = load_vimogen_motion(motion_file) if load else {}
+    loaded = {}
+    if load:
+        loaded = load_vimogen_motion(motion_file)
+        if ref_motion_path is not None and with_reference:
+            loaded["reference_motion"] = load_vimogen_motion(root / ref_motion_path)["motion"]
     return VimogenRecord(
-        id=str(name), subset=entry.get("subset"), split=entry.get("split"),
+        id=str(entry.get("id", f"#{index}")), subset=entry.get("subset"), split=entry.get("split"),
         motion_text_annot=entry.get("motion_text_annot"), video_text_annot=entry.get("video_text_annot"),
-        motion_path=motion_path, video_path=entry.get("video_path"), ref_motion_path=entry.get("ref_motion_path"),
+        motion_path=motion_path, video_path=entry.get("video_path"), ref_motion_path=ref_motion_path,
         motion_file=motion_file, annotation=dict(entry), **loaded,
     )
 

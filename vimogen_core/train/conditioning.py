@@ -39,6 +39,16 @@ class TextContext:
         # always kept so a masked attention never has no key at all.
         self.null_mask = self.null.ne(0).any(-1)  # (L,)
         self.null_mask[0] = True
+        # Prompt -> its tokens (L', D) computed ahead, used instead of encoding it (the released
+        # MBench data ships umT5 embeddings: `*_wanvideot5_embed_path`).
+        self.precomputed: dict[str, torch.Tensor] = {}
+
+    def add_precomputed(self, text: str, tokens: torch.Tensor) -> None:
+        """Use `tokens` (L', D), zero-padded like the released embeddings, for prompt `text`."""
+        tokens = torch.as_tensor(tokens).float()
+        if tokens.dim() != 2 or tokens.shape[-1] != self.dim:
+            raise ValueError(f"precomputed tokens for {text[:40]!r} are {tuple(tokens.shape)}, expected (L, {self.dim})")
+        self.precomputed[text] = tokens
 
     @property
     def dim(self) -> int:
@@ -50,8 +60,15 @@ class TextContext:
         keep = [i for i in range(len(texts)) if drop is None or not bool(drop[i])]
         context = self.null.expand(len(texts), -1, -1).clone()  # (B, L, D)
         mask = self.null_mask.expand(len(texts), -1).clone()  # (B, L)
+        given = [i for i in keep if texts[i] in self.precomputed]
+        keep = [i for i in keep if texts[i] not in self.precomputed]
         if keep:
             tokens, token_mask = self.cache.encode([texts[i] for i in keep])  # (K, L', D), (K, L')
             context[keep] = fit_length(torch.as_tensor(tokens).float(), self.text_len)
             mask[keep] = fit_mask(torch.as_tensor(token_mask).bool(), self.text_len)
+        for i in given:
+            tokens = fit_length(self.precomputed[texts[i]], self.text_len)  # (L, D)
+            context[i] = tokens
+            mask[i] = tokens.ne(0).any(-1)  # the files hold zero rows after the real tokens
+            mask[i, 0] = True
         return context, mask

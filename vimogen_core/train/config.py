@@ -31,6 +31,9 @@ class TrainConfig:
     lr_min_ratio: float = 0.1
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    # Ramp the EMA decay up from 0 over the first steps, so that early EMA weights are not stuck at
+    # the initialisation (the released run applies ema_decay from step 1).
+    ema_ramp: bool = True
     bf16: bool = True  # autocast matmuls to bfloat16 where the device runs bf16 natively (AMX, tensor cores)
     seed: int = 0
     device: str = "cpu"
@@ -42,9 +45,20 @@ class TrainConfig:
     # A normaliser file (`vimogen data stats` / the normalisation_stats asset); empty: fitted on the
     # training split (or the built-in clips) when training starts.
     normalizer: str = ""
+    # Folder of the motion files of a ViMoGen-228K annotation JSON given as `data` (default: the
+    # JSON's own folder).
+    data_root: str = ""
     builtin_min_frames: int = 100  # built-in clips are lengthened to this many frames first
     min_frames: int = 40  # training windows are 40-200 frames (2-10 s at 20 fps)
     max_frames: int = 200
+    # Motions outside min..max frames: "crop" trains on a random 40-200 frame window of any motion
+    # (a long take still teaches its every part); "redraw" trains on whole motions and replaces one
+    # outside 40-200 by another drawn uniformly at random (the released loader).
+    length_rule: str = "crop"
+    # Which caption trains: "motion" (motion-style descriptions, the video-style one only as a
+    # fallback: the project's prompts and MBench's prompt_motion_detailed are motion descriptions)
+    # or "video" (video_text_annot, the released training caption).
+    caption_field: str = "motion"
     mirror: bool = True
     # Losses in metres on the joints of the denoised estimate (train/geometry_loss.py), added to the
     # feature loss with this weight; 0 trains on the feature loss alone, as the released model was.
@@ -56,9 +70,16 @@ class TrainConfig:
     p_text: float = 0.8  # routing draw: probability that a sample trains the text branch
     p_text_noisy: float = 0.4  # the same for samples from noisier sources
     noisy_sources: tuple[str, ...] = ("in_the_wild_video",)
+    # The same, for samples whose motion path contains one of these (the released subsets' names).
+    noisy_path_markers: tuple[str, ...] = ()
+    # Text-mode samples whose motion path contains one of these supervise only the local pose (dims
+    # 0:126): their global channels come from video recovery and are masked out of the loss.
+    local_loss_path_markers: tuple[str, ...] = ()
+    # The sampler generation uses by default for a model of this preset (model/flow.py SAMPLERS).
+    sampler: str = "project"
     # Corrupted self-reference for samples routed to the motion branch.
     ref_noise_max_fraction: float = 0.4  # Gaussian noise on a random 0-40% of the frames
-    ref_noise_std: float = 0.1  # in normalised units
+    ref_noise_std: float = 0.1  # in normalised units (the released: ~U[0.05, 0.15] per batch, mean 0.1)
     ref_blend_fraction: tuple[float, float] = (0.03, 0.08)  # frames replaced by a blend of neighbours
     ref_dropout: float = 0.02  # frames dropped from the reference
 
@@ -96,11 +117,18 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
                         checkpoint_every=500, geometry_weight=0.01, guidance_scale=2.5),
     "small": TrainConfig(model_preset="small", steps=3000, batch_size=32, lr=5e-4, warmup_steps=200, ema_decay=0.998,
                          checkpoint_every=500),
-    # The paper's run: the released architecture, 40k steps at global batch 1024, AdamW lr 2e-4,
-    # on the curated shards and the umT5-XXL text encoder (a local directory).
+    # The paper's run, point by point as RELEASED_RECIPE.md states it: the released architecture,
+    # 40k steps at global batch 1024, AdamW lr 2e-4, betas (0.9, 0.95), weight decay 1e-4, 100
+    # warm-up steps, clipping 0.1, EMA 0.9999 every step; video_text_annot captions; whole 40-200
+    # frame motions (others redrawn); the text branch at 0.4 for motion31/mogen_db paths, else 0.8;
+    # only the local pose supervised for mogen_db/vigen text-mode samples; no reference frame
+    # dropout; the released sampler. The text encoder is umT5-XXL from a local directory.
     "released": TrainConfig(model_preset="released", text_encoder="umt5", text_len=226, steps=40_000, batch_size=1024, lr=2e-4,
-                            warmup_steps=1000, ema_decay=0.9999, data="data/curated/manifest.parquet",
-                            device="cuda", checkpoint_every=1000, log_every=50),
+                            weight_decay=1e-4, adam_betas=(0.9, 0.95), warmup_steps=100, grad_clip=0.1,
+                            ema_decay=0.9999, ema_ramp=False, data="data/curated/manifest.parquet",
+                            device="cuda", checkpoint_every=1000, log_every=50, mirror=False, length_rule="redraw",
+                            caption_field="video", noisy_sources=(), noisy_path_markers=("motion31", "mogen_db"),
+                            local_loss_path_markers=("mogen_db", "vigen"), ref_dropout=0.0, sampler="released"),
 }
 
 

@@ -8,7 +8,7 @@ over N processes sees exactly the samples a single process would.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -16,19 +16,37 @@ from typing import Iterator, Protocol
 import numpy as np
 import torch
 
-from vimogen_core.motion.representation import FEATURE_DIM, REF_FEATURE_DIM, Normalizer, reference_features
+from vimogen_core.motion.representation import FEATURE_DIM, POSE6D, REF_FEATURE_DIM, Normalizer, reference_features
 from vimogen_core.train.config import TrainConfig
 
 # Separate streams of the per-sample seed so that adding a draw to one stage does not shift another.
 _ORDER_STREAM, _SAMPLE_STREAM, _NOISE_STREAM = 1, 2, 3
 
 
+# A motion drawn under length_rule "redraw" that is outside min..max frames is replaced by another;
+# after this many draws in a row the data has (almost) no motion of a trainable length.
+MAX_REDRAWS = 1000
+
+
 @dataclass
 class MotionItem:
     features: np.ndarray  # (T, 276) float32, normalised
-    captions: list[str]
+    captions: list[str]  # motion-style descriptions
     source: str
     use_ref_allowed: bool = True  # the quality gate may forbid training the motion branch on a sample
+    video_captions: list[str] = field(default_factory=list)  # video-style descriptions
+    path: str = ""  # the motion file's path, which the subset rules (config.*_path_markers) read
+    reference: np.ndarray | None = None  # (T_ref, 276) normalised: the entry's own reference motion
+
+
+def training_frames(n_frames: int, rng: np.random.Generator, config: TrainConfig) -> tuple[int, int]:
+    """The frames of a motion that train: a random window ("crop") or all of them ("redraw", whose
+    motions outside min..max frames draw_sample replaces)."""
+    if config.length_rule == "redraw":
+        return 0, n_frames
+    if config.length_rule != "crop":
+        raise ValueError(f"unknown length_rule {config.length_rule!r}: use 'crop' or 'redraw'")
+    return random_window(n_frames, rng, config.min_frames, config.max_frames)
 
 
 class MotionDataset(Protocol):
@@ -52,20 +70,23 @@ def random_window(n_frames: int, rng: np.random.Generator, min_frames: int, max_
 
 
 @lru_cache(maxsize=4)
-def _builtin_clip_features(min_frames: int, with_mirrors: bool) -> tuple[list[str], list[np.ndarray], list[list[str]], str]:
-    """Names, raw (T, 276) float32 features and captions of the built-in clips (and mirror images)."""
+def _builtin_clip_features(min_frames: int, with_mirrors: bool
+                           ) -> tuple[list[str], list[np.ndarray], list[list[str]], str, list[list[str]]]:
+    """Names, raw (T, 276) float32 features, captions and source of the built-in clips (and mirror
+    images), and their video-style captions."""
     from vimogen_core.motion.motion import mirror
     from vimogen_core.sources.deepmimic import load_builtin_clips
 
     clips = load_builtin_clips(min_frames=min_frames)
-    names, features, captions = [], [], []
+    names, features, captions, video_captions = [], [], [], []
     for clip in clips:
         motions = [clip.motion, mirror(clip.motion)] if with_mirrors else [clip.motion]
         for motion, suffix in zip(motions, ("", "_mirror")):
             names.append(clip.name + suffix)
             features.append(motion.features().numpy().astype(np.float32))
             captions.append(list(clip.captions))
-    return names, features, captions, clips[0].source
+            video_captions.append([clip.video_caption] if clip.video_caption else [])
+    return names, features, captions, clips[0].source, video_captions
 
 
 class BuiltinClipDataset:
@@ -73,8 +94,8 @@ class BuiltinClipDataset:
     `config.builtin_min_frames`; each draw is a random 40-200 frame window."""
 
     def __init__(self, config: TrainConfig, normalizer: Normalizer | None = None):
-        self.names, self.features, self.captions, self.source = _builtin_clip_features(config.builtin_min_frames,
-                                                                                       config.mirror)
+        self.names, self.features, self.captions, self.source, self.video_captions = _builtin_clip_features(
+            config.builtin_min_frames, config.mirror)
         self.normalizer = normalizer or Normalizer.fit(self.features)
         self.config = config
 
@@ -83,9 +104,10 @@ class BuiltinClipDataset:
 
     def sample(self, index: int, rng: np.random.Generator) -> MotionItem:
         feats = self.features[index]
-        start, stop = random_window(len(feats), rng, self.config.min_frames, self.config.max_frames)
+        start, stop = training_frames(len(feats), rng, self.config)
         window = self.normalizer.normalize(feats[start:stop]).astype(np.float32)
-        return MotionItem(window, self.captions[index], self.source)
+        return MotionItem(window, self.captions[index], self.source, video_captions=self.video_captions[index],
+                          path=self.names[index])
 
 
 class ShardMotionDataset:
@@ -101,6 +123,15 @@ class ShardMotionDataset:
             raise ValueError(f"{config.data}: no samples in split {config.split!r}")
         self.normalizer = normalizer or fit_split_normalizer(config.data, config.split)[0]
         self.config = config
+        self.origins = self._origins() if config.noisy_path_markers or config.local_loss_path_markers else None
+
+    def _origins(self) -> list[str]:
+        """Each sample's motion file (manifest column `origin`), which the subset rules read."""
+        from vimogen_core.curation.shards import read_manifest
+
+        table = read_manifest(Path(self.config.data), columns=["id", "origin"])
+        origin = dict(zip(table["id"].to_pylist(), table["origin"].to_pylist()))
+        return [origin[sample_id] for sample_id in self.shards.ids]
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -108,10 +139,59 @@ class ShardMotionDataset:
     def sample(self, index: int, rng: np.random.Generator) -> MotionItem:
         item = self.shards[index]
         feats = item["features"].numpy()
-        start, stop = random_window(len(feats), rng, self.config.min_frames, self.config.max_frames)
+        start, stop = training_frames(len(feats), rng, self.config)
         captions = [c for c in item["motion_text"] if c.strip()] or ([item["video_text"]] if item["video_text"] else [""])
         window = self.normalizer.normalize(feats[start:stop]).astype(np.float32)
-        return MotionItem(window, captions, item["source"])
+        return MotionItem(window, captions, item["source"], video_captions=[item["video_text"]] if item["video_text"] else [],
+                          path=self.origins[index] if self.origins is not None else "")
+
+
+def _caption_list(value) -> list[str]:
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str) else list(value)
+    return [str(v) for v in values if str(v).strip()]
+
+
+class Vimogen228kDataset:
+    """A released ViMoGen-228K annotation JSON read in place, entry by entry as the released loader
+    reads it: a list `motion_path` draws one path per fetch, a `ref_motion_path` motion is the
+    entry's reference, every motion keeps its first 276 columns (sources/vimogen228k.py). Statistics:
+    `normalizer` if given, else mean/std over all frames of all motion files."""
+
+    def __init__(self, config: TrainConfig, normalizer: Normalizer | None = None):
+        from vimogen_core.sources.vimogen228k import read_annotations
+
+        self.annotation_json = Path(config.data)
+        self.root = Path(config.data_root) if config.data_root else self.annotation_json.parent
+        self.entries = read_annotations(self.annotation_json)
+        if not self.entries:
+            raise ValueError(f"{self.annotation_json}: no annotation entries")
+        self.config = config
+        self.normalizer = normalizer or Normalizer.fit(self._all_motions())
+
+    def _all_motions(self) -> Iterator[np.ndarray]:
+        from vimogen_core.sources.vimogen228k import load_vimogen_motion, motion_paths
+
+        for index, entry in enumerate(self.entries):
+            for path in motion_paths(entry, index, self.annotation_json):
+                yield load_vimogen_motion(self.root / path)["motion"]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def sample(self, index: int, rng: np.random.Generator) -> MotionItem:
+        from vimogen_core.sources.vimogen228k import read_record
+
+        record = read_record(self.entries[index], index, self.annotation_json, self.root, rng=rng)
+        start, stop = training_frames(len(record.motion), rng, self.config)
+        features = self.normalizer.normalize(record.motion[start:stop]).astype(np.float32)
+        reference = None
+        if record.reference_motion is not None:
+            reference = self.normalizer.normalize(record.reference_motion[start:stop]).astype(np.float32)
+        return MotionItem(features, _caption_list(record.motion_text_annot), str(record.subset or ""),
+                          video_captions=_caption_list(record.video_text_annot), path=record.motion_path,
+                          reference=reference)
 
 
 def build_dataset(config: TrainConfig, normalizer: Normalizer | None = None) -> MotionDataset:
@@ -123,7 +203,10 @@ def build_dataset(config: TrainConfig, normalizer: Normalizer | None = None) -> 
         return BuiltinClipDataset(config, normalizer)
     path = Path(config.data)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: training data not found (a shard manifest, or 'builtin')")
+        raise FileNotFoundError(f"{path}: training data not found (a shard manifest, a ViMoGen-228K "
+                                "annotation .json, or 'builtin')")
+    if path.suffix == ".json":
+        return Vimogen228kDataset(config, normalizer)
     return ShardMotionDataset(config, normalizer)
 
 
@@ -154,8 +237,9 @@ class SampleDraw:
     caption: str
     drop_text: bool
     use_text: bool  # routing: text branch (True) or motion branch (False)
-    reference: np.ndarray  # (T, 138)
+    reference: np.ndarray  # (T_ref <= T, 138)
     time_seed: int  # seeds the torch generator for this sample's flow time and noise
+    local_loss: bool = False  # only the local pose (dims 0:126) is supervised
 
 
 def draw_sample(dataset: MotionDataset, config: TrainConfig, global_index: int) -> SampleDraw:
@@ -164,17 +248,32 @@ def draw_sample(dataset: MotionDataset, config: TrainConfig, global_index: int) 
     order = np.random.default_rng((config.seed, _ORDER_STREAM, epoch)).permutation(n)
     rng = np.random.default_rng((config.seed, _SAMPLE_STREAM, global_index))
     item = dataset.sample(int(order[position]), rng)
-    caption = item.captions[int(rng.integers(len(item.captions)))] if item.captions else ""
+    redraws = 0
+    while config.length_rule == "redraw" and not config.min_frames <= len(item.features) <= config.max_frames:
+        redraws += 1
+        if redraws > MAX_REDRAWS:
+            raise ValueError(f"{MAX_REDRAWS} motions in a row outside {config.min_frames}-{config.max_frames} frames: "
+                             "the data has (almost) none of a trainable length")
+        item = dataset.sample(int(rng.integers(n)), rng)
+    if config.caption_field not in ("motion", "video"):
+        raise ValueError(f"unknown caption_field {config.caption_field!r}: use 'motion' or 'video'")
+    captions = item.video_captions if config.caption_field == "video" else item.captions
+    caption = captions[int(rng.integers(len(captions)))] if captions else ""
     drop_text = bool(rng.random() < config.text_drop) or not caption.strip()
-    p_text = config.p_text_noisy if item.source in config.noisy_sources else config.p_text
+    noisy = item.source in config.noisy_sources or any(m in item.path for m in config.noisy_path_markers)
+    p_text = config.p_text_noisy if noisy else config.p_text
     use_text = bool(rng.random() < p_text) or not item.use_ref_allowed
     if use_text:
         # No reference: zeros (never the target itself, which must not leak into the text branch).
         reference = np.zeros((len(item.features), REF_FEATURE_DIM), np.float32)
     else:
-        reference = corrupt_reference(item.features, rng, config)
+        # The entry's own reference motion if it has one, cut to the target's frames (the network
+        # reads references frame by frame beside the target); else a corrupted copy of the target.
+        source = item.features if item.reference is None else item.reference[: len(item.features)]
+        reference = corrupt_reference(source, rng, config)
+    local_loss = use_text and any(m in item.path for m in config.local_loss_path_markers)
     time_seed = int(np.random.default_rng((config.seed, _NOISE_STREAM, global_index)).integers(2**62))
-    return SampleDraw(item.features, caption, drop_text, use_text, reference, time_seed)
+    return SampleDraw(item.features, caption, drop_text, use_text, reference, time_seed, local_loss=local_loss)
 
 
 @dataclass
@@ -187,11 +286,20 @@ class TrainBatch:
     reference: torch.Tensor  # (B, T, 138)
     reference_mask: torch.Tensor  # (B, T) bool
     time_seeds: list[int]
+    # (B, 276) bool, True on the dims each sample supervises; None: every dim of every sample.
+    loss_dims: torch.Tensor | None = None
 
     def to(self, device) -> "TrainBatch":
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return TrainBatch(move(self.x0), move(self.x_mask), self.captions, move(self.drop_text), move(self.use_text),
-                          move(self.reference), move(self.reference_mask), self.time_seeds)
+                          move(self.reference), move(self.reference_mask), self.time_seeds,
+                          loss_dims=move(self.loss_dims))
+
+    def supervised_entries(self) -> torch.Tensor:
+        """() float: valid frames x supervised dims, what the loss averages over."""
+        if self.loss_dims is None:
+            return self.x_mask.sum().float() * self.x0.shape[-1]
+        return (self.x_mask[..., None] & self.loss_dims[:, None, :]).sum().float()
 
 
 def collate(draws: list[SampleDraw]) -> TrainBatch:
@@ -203,8 +311,15 @@ def collate(draws: list[SampleDraw]) -> TrainBatch:
     reference = np.zeros((b, t_max, REF_FEATURE_DIM), np.float32)
     for row, draw in enumerate(draws):
         x0[row, : len(draw.features)] = draw.features
-        reference[row, : len(draw.features)] = draw.reference
+        reference[row, : len(draw.reference)] = draw.reference
     x_mask = np.arange(t_max)[None, :] < lengths[:, None]  # (B, T)
+    ref_lengths = np.array([len(d.reference) for d in draws])
+    loss_dims = None
+    if any(d.local_loss for d in draws):
+        loss_dims = torch.ones(b, FEATURE_DIM, dtype=torch.bool)
+        for row, draw in enumerate(draws):
+            if draw.local_loss:
+                loss_dims[row, POSE6D.stop:] = False
     return TrainBatch(
         x0=torch.from_numpy(x0),
         x_mask=torch.from_numpy(x_mask),
@@ -212,8 +327,9 @@ def collate(draws: list[SampleDraw]) -> TrainBatch:
         drop_text=torch.tensor([d.drop_text for d in draws]),
         use_text=torch.tensor([d.use_text for d in draws]),
         reference=torch.from_numpy(reference),
-        reference_mask=torch.from_numpy(x_mask.copy()),  # the reference covers the motion's frames
+        reference_mask=torch.from_numpy(np.arange(t_max)[None, :] < ref_lengths[:, None]),
         time_seeds=[d.time_seed for d in draws],
+        loss_dims=loss_dims,
     )
 
 

@@ -36,10 +36,18 @@ class Generator:
     # Applied to every generated motion, for every consumer (CLI, served model, MBench); None: the
     # network's features as sampled.
     cleanup: CleanupConfig | None = CleanupConfig()
+    # The schedule and smoothing (model/flow.py SAMPLERS); None: the training preset's `sampler`.
+    sampler: str | None = None
 
     @property
     def postprocessing(self) -> str:
         return self.cleanup.name if self.cleanup is not None else "none"
+
+    @property
+    def sampler_config(self):
+        from vimogen_core.model.flow import get_sampler
+
+        return get_sampler(self.sampler or self.train_config.sampler)
 
     def check_request(self, prompts, n_frames, ref_motions) -> tuple[list[str], list[int], list[np.ndarray | None]]:
         if isinstance(prompts, str):
@@ -130,7 +138,9 @@ class Generator:
         after_step = None
         if steer is not None:
             velocity, after_step = steer.velocity(velocity, noise), steer.after_step
-        return euler_sample(velocity, noise, steps, x_mask, after_step=after_step).float().cpu()
+        sampler = self.sampler_config
+        return euler_sample(velocity, noise, steps, x_mask, shift=sampler.shift, strength=sampler.strength,
+                            after_step=after_step).float().cpu()
 
     def finish(self, sample: torch.Tensor, lengths: list[int], smooth: bool,
                cleanup: CleanupConfig | None) -> list[np.ndarray]:
@@ -138,11 +148,13 @@ class Generator:
         smoothed and cleaned up with `cleanup` (None: as sampled)."""
         from vimogen_core.model.flow import smooth_features
 
+        sampler = self.sampler_config
         out = []
         for row, n in enumerate(lengths):
             motion = sample[row : row + 1, :n]  # (1, n, 276): smoothing must not reach into padding
             if smooth:
-                motion = smooth_features(motion)
+                motion = smooth_features(motion, padding=sampler.smoothing_padding,
+                                         keep_edge_frames=sampler.keep_edge_frames)
             feats = self.normalizer.denormalize(motion[0]).numpy().astype(np.float32)
             out.append(clean_features(feats, cleanup) if cleanup is not None else feats)
         return out

@@ -89,7 +89,10 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def ema_decay(config: TrainConfig, step: int) -> float:
-    """The configured decay, ramped up at the start so early EMA weights are not stuck at init."""
+    """The configured decay, ramped up at the start (config.ema_ramp) so early EMA weights are not
+    stuck at init."""
+    if not config.ema_ramp:
+        return config.ema_decay
     return min(config.ema_decay, (1 + step) / (10 + step))
 
 
@@ -233,13 +236,13 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
         with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             pred = train_model(x_t, flow.timestep_for_model(s), context.to(env.device), batch.x_mask, batch.reference,
                                batch.reference_mask, batch.use_text, context_mask.to(env.device))  # (B, T, 276)
-        local_loss = flow.loss(pred.float(), batch.x0, noise, s, batch.x_mask)
+        local_loss = flow.loss(pred.float(), batch.x0, noise, s, batch.x_mask, batch.loss_dims)
         if geometry is not None:
             terms = geometry(flow.denoised(pred.float(), x_t, s), batch.x0, batch.x_mask)
             local_loss = local_loss + config.geometry_weight * terms.total()
-        # The loss averages over valid frames; weighting each rank by its share of the global
-        # valid frames makes DDP's gradient average equal the single-process gradient.
-        valid = batch.x_mask.sum().float()
+        # The loss averages over valid frames x supervised dims; weighting each rank by its share of
+        # the global count makes DDP's gradient average equal the single-process gradient.
+        valid = batch.supervised_entries()
         if env.world_size > 1:
             total_valid = valid.detach().clone()
             dist.all_reduce(total_valid)
