@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vimogen_core.bench.metrics import foot_sliding
+from vimogen_core.motion.metrics import foot_sliding
 from vimogen_core.control.constraints import JOINT_GROUPS, KeepJoints, Keyframes, RootTrajectory, combine
 from vimogen_core.control.sampling import METHODS, generate_controlled
 from vimogen_core.control.timeline import Segment, generate_timeline

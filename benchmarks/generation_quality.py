@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from vimogen_core.bench.metrics import motion_quality_scores
+from vimogen_core.motion.metrics import motion_quality_scores
 from vimogen_core.bench.prompts import builtin_prompts
 from vimogen_core.motion.representation import features_to_joints, features_to_joints_integrated
 from vimogen_core.sources.deepmimic import load_builtin_clips

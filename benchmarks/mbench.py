@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vimogen_core.bench import metrics
+from vimogen_core.motion import metrics
 from vimogen_core.sources.deepmimic import builtin_clip_names, load_builtin_clip
 
 

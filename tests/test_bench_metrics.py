@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from vimogen_core.bench import metrics
+from vimogen_core.motion import metrics
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.kinematics import rest_joints24
 

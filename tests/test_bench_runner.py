@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from vimogen_core.bench import metrics
+from vimogen_core.motion import metrics
 from vimogen_core.bench.prompts import ALL_DIMENSIONS, builtin_prompts, load_published_prompts
 from vimogen_core.bench.runner import PUBLISHED_TABLE, score_directory
 from vimogen_core.cli import main

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vimogen_core.bench import metrics
+from vimogen_core.motion import metrics
 from vimogen_core.motion.cleanup import clean_features, foot_hold, fuse_positions
 from vimogen_core.motion.representation import JOINT_POS, JOINT_VEL, features_to_joints, features_to_joints_integrated
 from vimogen_core.sources.deepmimic import load_builtin_clip

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vimogen_core.bench.metrics import HEIGHT_MODES, HEIGHT_TRUE
+from vimogen_core.motion.metrics import HEIGHT_MODES, HEIGHT_TRUE
 from vimogen_core.bench.prompts import ALL_DIMENSIONS
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from vimogen_core.bench.metrics import MOTION_QUALITY_DIMENSIONS
+from vimogen_core.motion.metrics import MOTION_QUALITY_DIMENSIONS
 from vimogen_core.errors import MotionDataError
 
 POSE_DIMENSIONS = ("Body_Penetration", "Pose_Quality")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vimogen_core.bench import metrics
+from vimogen_core.motion import metrics
 from vimogen_core.bench.prompts import (
     ALL_DIMENSIONS,
     BETTER,

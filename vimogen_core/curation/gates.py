@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from vimogen_core.bench.metrics import jitter_degree
+from vimogen_core.motion.metrics import jitter_degree
 from vimogen_core.curation.records import VIDEO_SOURCES
 from vimogen_core.motion.skeleton import PARENTS
 

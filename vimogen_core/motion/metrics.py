@@ -1,4 +1,6 @@
-"""MBench motion-quality metrics over joint positions (DESIGN.md section 8), vectorised.
+"""MBench motion-quality metrics over joint positions (DESIGN.md section 8), vectorised. They sit
+in the lowest layer because curation's jitter gate and the benchmark score motions with the same
+functions.
 
 Every function takes joints (T, 22, 3) in metres, Z up, 20 fps (or a list of such arrays, then it
 returns one value per motion). Internally a batch is packed into one long (N, 22, 3) array with
