@@ -11,9 +11,8 @@ from dagster import (
 )
 
 from orchestration.resources import ProjectPaths, RawDataWatch
+from vimogen_core.curation.raw_sources import INBOX_SUFFIXES as RAW_SUFFIXES  # take files and their captions
 from vimogen_core.curation.records import SOURCES
-
-RAW_SUFFIXES = (".npz", ".txt")  # take archives and their caption files (raw_sources' inbox layout)
 
 # Raw takes are refreshed per source by the raw-data sensor; the weekly run re-curates everything they hold.
 retrain_job = define_asset_job("weekly_retrain", selection=AssetSelection.all() - AssetSelection.groups("sources"),

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--source", dest="sources", action="append", default=None,
                    help="build only this source (repeatable; default: all)")
-    p.add_argument("--inbox", type=Path, default=None, help="folder of new raw files laid out as <source>/**/<name>.npz")
+    p.add_argument("--inbox", type=Path, default=None, help="folder of new raw files laid out as <source>/**/<name>.npz (or .bvh for optical_mocap)")
 
     p = command("curate", cmd_curate, "resample, canonicalise, window, mirror and gate takes into chunk shards")
     p.add_argument("--sources", type=Path, required=True)

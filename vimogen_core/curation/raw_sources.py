@@ -7,9 +7,10 @@ arrays (no pickle) written byte-for-byte reproducibly, so DVC sees identical out
 
 Each source is built on its own (`<out>/<source>/index.jsonl`), so one source can be refreshed
 without touching the others. New raw files dropped into an inbox folder laid out as
-`<inbox>/<source>/**/<name>.npz` join their source: AMASS-style archives for optical_mocap,
-mesh-recovery output for the video sources, with captions one per line in `<name>.txt` beside
-them (a take without captions is quarantined by the caption gate like any other).
+`<inbox>/<source>/**/<name>.npz` (or `.bvh`) join their source: AMASS-style archives or BVH
+files of any humanoid skeleton for optical_mocap, mesh-recovery output for the video sources,
+with captions one per line in `<name>.txt` beside them (a take without captions is quarantined
+by the caption gate like any other).
 """
 from __future__ import annotations
 
@@ -33,7 +34,11 @@ from vimogen_core.sources.simulated_capture import CAPTURE_PRESETS, SimulatedCam
 from vimogen_core.sources.synthetic_video import SyntheticVideoSource
 
 INDEX_NAME = "index.jsonl"
-INBOX_KIND = {"optical_mocap": "amass", "in_the_wild_video": "hmr", "synthetic_video": "hmr"}
+# Per source, the take files its inbox folder accepts (by suffix) and the reader kind each gets.
+INBOX_FORMATS = {"optical_mocap": {".npz": "amass", ".bvh": "bvh"}, "in_the_wild_video": {".npz": "hmr"},
+                 "synthetic_video": {".npz": "hmr"}}
+CAPTION_SUFFIX = ".txt"
+INBOX_SUFFIXES = tuple(sorted({s for formats in INBOX_FORMATS.values() for s in formats} | {CAPTION_SUFFIX}))
 _DEFAULT_PROMPTS = (
     "a person jumps over a small obstacle",
     "a person waves with the right hand",
@@ -139,22 +144,22 @@ def _synthetic_video_entries(out_dir: Path, config: SourcesConfig) -> tuple[list
 
 
 def _inbox_entries(out_dir: Path, inbox: Path, source: str) -> list[dict]:
-    """Copy the source's inbox archives into the sources folder (so the stage output is self-contained
+    """Copy the source's inbox take files into the sources folder (so the stage output is self-contained
     and versioned) and index them; the readers check their contents at curation time."""
     entries = []
-    folder = inbox / source
-    for path in sorted(folder.rglob("*.npz")) if folder.is_dir() else []:
-        if path.name.startswith("."):  # still being written
+    folder, formats = inbox / source, INBOX_FORMATS[source]
+    for path in sorted(p for p in folder.rglob("*") if p.suffix in formats) if folder.is_dir() else []:
+        if path.name.startswith(".") or not path.is_file():  # still being written
             continue
         relative = path.relative_to(folder).with_suffix("").as_posix()
-        file = f"{source}/inbox/{relative}.npz"
+        file = f"{source}/inbox/{relative}{path.suffix}"
         (out_dir / file).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out_dir / file, path.read_bytes())
-        sidecar = path.with_suffix(".txt")
+        sidecar = path.with_suffix(CAPTION_SUFFIX)
         captions = [line.strip() for line in sidecar.read_text(encoding="utf-8").splitlines() if line.strip()] \
             if sidecar.is_file() else []
         take_id = f"inbox/{source}/{relative}"
-        entries.append(_entry(take_id, source, "inbox", take_id, INBOX_KIND[source], file, captions, "",
+        entries.append(_entry(take_id, source, "inbox", take_id, formats[path.suffix], file, captions, "",
                               inbox_file=str(path)))
     return entries
 
@@ -167,10 +172,10 @@ def _ignored_inbox_files(inbox: Path) -> dict[str, str]:
         parts = path.relative_to(inbox).parts
         if len(parts) < 2 or parts[0] not in SOURCES:
             ignored[str(path)] = f"not under a source folder ({', '.join(SOURCES)})"
-        elif path.suffix not in (".npz", ".txt"):
-            ignored[str(path)] = "not a take archive (.npz) or its captions (.txt)"
-        elif path.suffix == ".txt" and not path.with_suffix(".npz").is_file():
-            ignored[str(path)] = "captions without a take archive beside them"
+        elif path.suffix not in (*INBOX_FORMATS[parts[0]], CAPTION_SUFFIX):
+            ignored[str(path)] = f"not a take file ({' or '.join(INBOX_FORMATS[parts[0]])}) or its captions ({CAPTION_SUFFIX})"
+        elif path.suffix == CAPTION_SUFFIX and not any(path.with_suffix(s).is_file() for s in INBOX_FORMATS[parts[0]]):
+            ignored[str(path)] = "captions without a take file beside them"
     return ignored
 
 
@@ -247,6 +252,10 @@ def load_take(entry: dict, root: Path) -> RawSample:
         from vimogen_core.sources.amass import load_amass_npz
 
         motion = load_amass_npz(path)
+    elif entry["kind"] == "bvh":
+        from vimogen_core.sources.bvh import load_bvh
+
+        motion = load_bvh(path)
     elif entry["kind"] == "hmr":
         # The same reader a real mesh-recovery output goes through: camera -> world, 20 fps, floor.
         from vimogen_core.sources.hmr import load_hmr_output

@@ -10,8 +10,9 @@ import torch
 
 from vimogen_core.errors import MotionDataError
 from vimogen_core.files import atomic_path
+from vimogen_core.sources.bvh import UNITS, UP_AXES
 
-SOURCES = ("deepmimic", "amass", "hmr", "vimogen")
+SOURCES = ("deepmimic", "amass", "hmr", "vimogen", "bvh")
 EXPORTS = ("bvh", "glb", "npz", "mp4", "gif", "npy")
 
 
@@ -27,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument("--from", dest="source", choices=SOURCES, required=True)
     convert.add_argument("--out", required=True, help="output FEATS.npy")
     convert.add_argument("--fps", type=float, default=None, help="source frame rate where the file has none (hmr)")
+    convert.add_argument("--joint-map", default=None,
+                         help='bvh: JSON {"BVH joint": "smpl_joint"} for names the built-in conventions do not know')
+    convert.add_argument("--up", choices=UP_AXES, default="auto",
+                         help="bvh: the file's up axis (default: read from the rest pose)")
+    convert.add_argument("--units", choices=("auto", *UNITS), default="auto",
+                         help="bvh: the file's length unit (default: read from the rest pose's height)")
     convert.set_defaults(func=cmd_convert)
 
     joints = sub.add_parser("joints", help="decode features to joints (T, 22, 3)")
@@ -54,8 +61,10 @@ def cmd_clips(args) -> int:
     return 0
 
 
-def convert_source(src: str, source: str, fps: float | None = None) -> np.ndarray:
-    """One implementation for the CLI and the pipeline: a source -> (T, 276) float32 features."""
+def convert_source(src: str, source: str, fps: float | None = None, joint_map: str | None = None,
+                   up: str = "auto", units: str = "auto") -> np.ndarray:
+    """One implementation for the CLI and the pipeline: a source -> (T, 276) float32 features.
+    joint_map, up and units apply to BVH files (see `vimogen_core.sources.bvh.load_bvh`)."""
     if source == "deepmimic":
         from vimogen_core.sources.deepmimic import builtin_clip_path, load_builtin_clip, load_deepmimic_file
 
@@ -72,6 +81,10 @@ def convert_source(src: str, source: str, fps: float | None = None) -> np.ndarra
         from vimogen_core.sources.hmr import load_hmr_output
 
         motion = load_hmr_output(src, fps=fps)[0]
+    elif source == "bvh":
+        from vimogen_core.sources.bvh import load_bvh
+
+        motion = load_bvh(src, joint_map=joint_map, up=up, units=units)
     else:
         from vimogen_core.sources.vimogen228k import load_vimogen_motion
 
@@ -92,7 +105,7 @@ def _save_npy(path: str, array: np.ndarray) -> None:
 
 
 def cmd_convert(args) -> int:
-    feats = convert_source(args.src, args.source, args.fps)
+    feats = convert_source(args.src, args.source, args.fps, args.joint_map, args.up, args.units)
     _save_npy(args.out, feats)
     print(f"{args.out}: {feats.shape[0]} frames x {feats.shape[1]} features")
     return 0

@@ -111,11 +111,20 @@ def matrix_power(matrix: torch.Tensor, fraction: float) -> torch.Tensor:
     return axis_angle_to_matrix(matrix_to_axis_angle(matrix) * fraction)
 
 
+def rotation_about_axis(axis: int, angle: torch.Tensor) -> torch.Tensor:
+    """(...,) angles -> (..., 3, 3) rotations about coordinate axis 0 (X), 1 (Y) or 2 (Z)."""
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    first, second = (axis + 1) % 3, (axis + 2) % 3  # the plane turned, in right-handed order
+    matrix = torch.zeros(*angle.shape, 3, 3, dtype=angle.dtype, device=angle.device)
+    matrix[..., axis, axis] = 1.0
+    matrix[..., first, first], matrix[..., first, second] = cos, -sin
+    matrix[..., second, first], matrix[..., second, second] = sin, cos
+    return matrix
+
+
 def rotation_about_z(angle: torch.Tensor) -> torch.Tensor:
     """(...,) angles -> (..., 3, 3) rotations about the world up axis."""
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    zero, one = torch.zeros_like(angle), torch.ones_like(angle)
-    return torch.stack([cos, -sin, zero, sin, cos, zero, zero, zero, one], dim=-1).reshape(*angle.shape, 3, 3)
+    return rotation_about_axis(2, angle)
 
 
 def rotation_between(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -141,7 +150,9 @@ def align_vectors(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     sign of the last singular direction fixed so R is a rotation, not a reflection)."""
     cov = target.transpose(-1, -2) @ source  # (..., 3, 3)
     u, _, vh = torch.linalg.svd(cov)
-    sign = torch.sign(torch.linalg.det(u @ vh))  # (...,)
+    best = u @ vh
+    # det of a 3x3 as the triple product of its columns (torch's batched LU is slow for tiny matrices)
+    sign = torch.sign((torch.linalg.cross(best[..., :, 0], best[..., :, 1], dim=-1) * best[..., :, 2]).sum(-1))
     fix = torch.ones(*sign.shape, 3, dtype=cov.dtype)
     fix[..., 2] = torch.where(sign == 0, torch.ones_like(sign), sign)
     return (u * fix[..., None, :]) @ vh

@@ -262,10 +262,10 @@ def _frame_table(path: str, lines: list[str], first_line: int, n_frames: int, wi
         raise MotionDataError(path, f"line {len(lines)}: no frame lines after the MOTION header")
     data = np.frombuffer(body.encode("utf-8"), dtype=np.uint8)
     blank = (data == 32) | (data == 9) | (data == 13) | (data == 10)
-    starts = ~blank & np.concatenate([[True], blank[:-1]])  # first byte of each value
-    line_of_byte = np.cumsum(data == 10)  # 0-based line index within the body
-    n_lines = int(line_of_byte[-1]) + 1
-    counts = np.bincount(line_of_byte[starts], minlength=n_lines)  # values per physical line
+    starts = np.flatnonzero(~blank & np.concatenate([[True], blank[:-1]]))  # first byte of each value
+    newlines = np.flatnonzero(data == 10)
+    n_lines = len(newlines) + 1
+    counts = np.bincount(np.searchsorted(newlines, starts), minlength=n_lines)  # values per physical line (0-based)
     frame_rows = np.flatnonzero(counts)  # body line index of every frame
     if len(frame_rows) < n_frames:
         raise MotionDataError(path, f"line {first_line + n_lines - 1}: the file ends after {len(frame_rows)} of the "
@@ -309,9 +309,7 @@ def source_forward_kinematics(clip: BvhClip) -> tuple[torch.Tensor, torch.Tensor
             if channel.endswith("position"):
                 offsets[:, joint, axis] = values
             else:
-                axis_angle = torch.zeros(n, 3, dtype=torch.float64)
-                axis_angle[:, axis] = torch.deg2rad(values)
-                local[:, joint] = local[:, joint] @ rot.axis_angle_to_matrix(axis_angle)
+                local[:, joint] = local[:, joint] @ rot.rotation_about_axis(axis, torch.deg2rad(values))
     return forward_kinematics(local, torch.zeros(n, 3, dtype=torch.float64), offsets, clip.parents)
 
 
