@@ -151,6 +151,25 @@ def test_subset_rules_read_from_the_motion_path():
     assert all(not draw_sample(_Items([items.items[1]]), tiny, i).local_loss for i in range(50))
 
 
+def test_released_reference_corruption_ranges():
+    from vimogen_core.train.data import corrupt_reference
+
+    ramp = np.tile(np.arange(100, dtype=np.float32)[:, None], (1, 276))  # frame t holds t everywhere
+    released = get_train_preset("released")
+    offsets, stds = [], []
+    for seed in range(200):
+        blended = corrupt_reference(ramp, np.random.default_rng(seed), released.replace(ref_noise_max_fraction=0.0))
+        changed = np.abs(blended[:, 0] - ramp[:, 0]) > 1e-6
+        offsets += list(blended[changed, 0] - ramp[changed, 0])  # w (t-1) + (1-w)(t+1) - t = 1 - 2w
+        noisy = corrupt_reference(ramp, np.random.default_rng(seed), released.replace(ref_blend_fraction=(0.0, 0.0)))
+        diff = noisy - ramp[:, np.r_[0:126, 258:270]]
+        rows = np.abs(diff).max(1) > 1e-6
+        if rows.sum() > 20:  # enough noisy frames for a close estimate of their std
+            stds.append(diff[rows & (np.arange(100) > 1) & (np.arange(100) < 98)].std())
+    assert max(np.abs(offsets)) <= 0.3 + 1e-5 and max(np.abs(offsets)) > 0.25  # weights 0.35-0.65
+    assert 0.045 < min(stds) < 0.065 and 0.135 < max(stds) < 0.16  # noise std ~U[0.05, 0.15]
+
+
 def test_released_training_preset_numbers():
     config = get_train_preset("released")
     assert (config.lr, config.adam_betas, config.weight_decay, config.grad_clip) == (2e-4, (0.9, 0.95), 1e-4, 0.1)

@@ -79,8 +79,14 @@ class TrainConfig:
     sampler: str = "project"
     # Corrupted self-reference for samples routed to the motion branch.
     ref_noise_max_fraction: float = 0.4  # Gaussian noise on a random 0-40% of the frames
-    ref_noise_std: float = 0.1  # in normalised units (the released: ~U[0.05, 0.15] per batch, mean 0.1)
+    ref_noise_std: float = 0.1  # in normalised units
+    # Noise std drawn from ref_noise_std +- this (the released: U[0.05, 0.15]); 0: always ref_noise_std,
+    # the released draw's mean, with which the project's presets were trained and measured.
+    ref_noise_std_spread: float = 0.0
     ref_blend_fraction: tuple[float, float] = (0.03, 0.08)  # frames replaced by a blend of neighbours
+    # Blend weight of the previous frame: 0.5 + jitter (U[0, 1] - 0.5). 1: any mix of the two
+    # neighbours; the released 0.3 keeps it within 0.35-0.65, near the midpoint.
+    ref_blend_jitter: float = 1.0
     ref_dropout: float = 0.02  # frames dropped from the reference
 
     def to_json(self) -> str:
@@ -121,14 +127,16 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # 40k steps at global batch 1024, AdamW lr 2e-4, betas (0.9, 0.95), weight decay 1e-4, 100
     # warm-up steps, clipping 0.1, EMA 0.9999 every step; video_text_annot captions; whole 40-200
     # frame motions (others redrawn); the text branch at 0.4 for motion31/mogen_db paths, else 0.8;
-    # only the local pose supervised for mogen_db/vigen text-mode samples; no reference frame
-    # dropout; the released sampler. The text encoder is umT5-XXL from a local directory.
+    # only the local pose supervised for mogen_db/vigen text-mode samples; reference noise std
+    # U[0.05, 0.15], blend weights 0.5 +- 0.15, no frame dropout; the released sampler. The text
+    # encoder is umT5-XXL from a local directory.
     "released": TrainConfig(model_preset="released", text_encoder="umt5", text_len=226, steps=40_000, batch_size=1024, lr=2e-4,
                             weight_decay=1e-4, adam_betas=(0.9, 0.95), warmup_steps=100, grad_clip=0.1,
                             ema_decay=0.9999, ema_ramp=False, data="data/curated/manifest.parquet",
                             device="cuda", checkpoint_every=1000, log_every=50, mirror=False, length_rule="redraw",
                             caption_field="video", noisy_sources=(), noisy_path_markers=("motion31", "mogen_db"),
-                            local_loss_path_markers=("mogen_db", "vigen"), ref_dropout=0.0, sampler="released"),
+                            local_loss_path_markers=("mogen_db", "vigen"), ref_dropout=0.0, ref_noise_std_spread=0.05,
+                            ref_blend_jitter=0.3, sampler="released"),
 }
 
 

@@ -214,15 +214,23 @@ def corrupt_reference(x: np.ndarray, rng: np.random.Generator, config: TrainConf
     """A damaged copy of a normalised target (T, 276) for the motion branch to learn from: Gaussian
     noise on a random 0-40% of frames, 3-8% of frames replaced by a blend of their neighbours, and
     2% of frames dropped (zeroed: the model reads reference masks only as prefix lengths, so a
-    dropped frame is a blank frame, not a masked one). Returns the reference features (T, 138)."""
+    dropped frame is a blank frame, not a masked one). Returns the reference features (T, 138).
+
+    The rates are drawn per sample, where the released run draws them once per batch: a sample's
+    data stays a function of its own index, so resumed and DDP-split runs see the same data."""
     n = len(x)
     out = x.copy()
     noisy = rng.random(n) < rng.uniform(0.0, config.ref_noise_max_fraction)  # (T,)
-    out[noisy] += rng.normal(0.0, config.ref_noise_std, size=(int(noisy.sum()), x.shape[1])).astype(np.float32)
+    std = config.ref_noise_std
+    if config.ref_noise_std_spread > 0:
+        std = rng.uniform(std - config.ref_noise_std_spread, std + config.ref_noise_std_spread)
+    out[noisy] += rng.normal(0.0, std, size=(int(noisy.sum()), x.shape[1])).astype(np.float32)
     if n >= 3:
         n_blend = max(1, int(round(rng.uniform(*config.ref_blend_fraction) * n)))
         frames = rng.choice(np.arange(1, n - 1), size=min(n_blend, n - 2), replace=False)  # (K,)
         weight = rng.random(len(frames)).astype(np.float32)[:, None]  # (K, 1)
+        if config.ref_blend_jitter != 1.0:
+            weight = (0.5 + config.ref_blend_jitter * (weight - 0.5)).astype(np.float32)
         out[frames] = weight * x[frames - 1] + (1.0 - weight) * x[frames + 1]
     dropped = rng.random(n) < config.ref_dropout  # (T,)
     out[dropped] = 0.0
