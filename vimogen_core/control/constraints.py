@@ -9,10 +9,13 @@ constraints place it elsewhere. Every check runs before any sampling, so bad inp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from vimogen_core.motion import rotations as rot
+from vimogen_core.motion.cleanup import facing_turn_angle
 from vimogen_core.motion.representation import (FEATURE_DIM, JOINT_POS, JOINT_VEL, POSE6D, ROOT_ANGVEL, ROOT_ROT6D,
                                                 ROOT_TRANS, ROOT_VEL)
 from vimogen_core.motion.skeleton import FPS, JOINT_NAMES, NUM_JOINTS
@@ -37,7 +40,10 @@ class ConstraintError(ValueError):
 class Targets:
     """Known channels of a T-frame motion. mask/values (T, 276); joint_mask/joint_values (T, 22, 3):
     the pinned joint coordinates; `rotation_channels` (T, 276) bool: the rotation channels set
-    exactly at the end (kept joints, full-body keyframes). `sources` names each constraint for errors."""
+    exactly at the end (kept joints, full-body keyframes). `sources` names each constraint for errors.
+    relative_joints/relative_positions ((J,), (T, 22, 3), NaN where free): joints that follow a
+    source's pose relative to the pelvis in its heading frame (body-part editing without the
+    pelvis), placed at the end on the generated pelvis, turned to its heading."""
 
     mask: np.ndarray
     values: np.ndarray
@@ -45,6 +51,8 @@ class Targets:
     joint_values: np.ndarray
     rotation_channels: np.ndarray
     sources: tuple[str, ...]
+    relative_joints: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    relative_positions: np.ndarray | None = None
 
     @classmethod
     def empty(cls, n_frames: int) -> "Targets":
@@ -93,10 +101,28 @@ class Targets:
                 f"contradictory constraints: {', '.join(self.sources)} and {', '.join(other.sources)} pin feature "
                 f"channel {channel} at frame {frame} to {self.values[frame, channel]:.4g} and "
                 f"{other.values[frame, channel]:.4g}")
+        if len(self.relative_joints) and len(other.relative_joints):
+            raise ConstraintError("contradictory constraints: joints of two source motions kept relative to the pelvis")
+        relative = self if len(self.relative_joints) else other
+        absolute = other if relative is self else self
+        if len(relative.relative_joints) and absolute.joint_mask[:, relative.relative_joints].any():
+            raise ConstraintError(f"contradictory constraints: {', '.join(absolute.sources)} pins joints that "
+                                  f"{', '.join(relative.sources)} keeps from its source")
         return Targets(self.mask | other.mask, np.where(other.mask, other.values, self.values),
                        self.joint_mask | other.joint_mask,
                        np.where(other.joint_mask, other.joint_values, self.joint_values),
-                       self.rotation_channels | other.rotation_channels, self.sources + other.sources)
+                       self.rotation_channels | other.rotation_channels, self.sources + other.sources,
+                       relative.relative_joints, relative.relative_positions)
+
+
+def pose_in_heading_frame(feats: np.ndarray) -> np.ndarray:
+    """(T, 276) -> (T, 22, 3) joints relative to the pelvis, turned per frame so the root faces +Y:
+    what body-part editing keeps of a source when the pelvis is not kept."""
+    feats = np.asarray(feats, dtype=np.float64)
+    root = rot.rot6d_to_matrix(torch.from_numpy(feats[:, ROOT_ROT6D]))
+    turn = rot.rotation_about_z(facing_turn_angle(root)).numpy()  # (T, 3, 3)
+    positions = feats[:, JOINT_POS].reshape(len(feats), NUM_JOINTS, 3)
+    return np.einsum("tij,tkj->tki", turn, positions - positions[:, :1])
 
 
 def _finite(name: str, array: np.ndarray) -> np.ndarray:
@@ -233,8 +259,10 @@ class RootTrajectory:
 
 @dataclass(frozen=True)
 class KeepJoints:
-    """Body-part editing: the listed joints (or "upper"/"lower") follow `source` (T_s, 276)
-    exactly, positions and rotations, over the source's frames; the rest is generated."""
+    """Body-part editing: the listed joints (or "upper"/"lower") follow `source` (T_s, 276) over
+    the source's frames, their rotations exactly; the rest is generated. With the pelvis among them
+    their positions are kept where they are; without it, relative to the generated pelvis (turned
+    with its heading), so the kick's upper body can ride on a walk."""
 
     source: np.ndarray
     joints: tuple | str
@@ -244,8 +272,13 @@ class KeepJoints:
         joints = _joint_indices("kept joints", self.joints)
         frames = np.arange(min(len(source), n_frames))
         targets = Targets.empty(n_frames)
-        positions = source[frames][:, JOINT_POS].reshape(len(frames), NUM_JOINTS, 3)[:, joints]
-        targets.pin_joints(frames, joints, positions)
+        positions = source[frames][:, JOINT_POS].reshape(len(frames), NUM_JOINTS, 3)
+        if 0 in joints:
+            targets.pin_joints(frames, joints, positions[:, joints])
+        else:
+            targets.relative_joints = joints
+            targets.relative_positions = np.full((n_frames, NUM_JOINTS, 3), np.nan, np.float32)  # NaN: free
+            targets.relative_positions[frames] = pose_in_heading_frame(source[frames])
         channels = _rotation_channels(joints)
         targets.pin_channels(frames, channels, source[frames][:, channels])
         targets.sources = ("kept joints",)

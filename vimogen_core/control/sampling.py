@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from vimogen_core.control.constraints import ConstraintError, Targets
-from vimogen_core.motion.cleanup import clean_features, extend_one_frame
+from vimogen_core.motion import rotations as rot
+from vimogen_core.motion.cleanup import clean_features, extend_one_frame, facing_turn_angle
 from vimogen_core.motion.representation import FEATURE_DIM, encode_features, features_to_joints, features_to_rotations
 from vimogen_core.motion.skeleton import NUM_JOINTS, PARENTS
 
@@ -123,13 +124,26 @@ def enforce(feats: np.ndarray, targets: Targets, fade: float = FADE_FRAMES) -> n
     f = torch.where(rotations, torch.from_numpy(targets.values.astype(np.float64)), f)
     local, _ = features_to_rotations(f)
     joints = features_to_joints(f).numpy().copy()  # (T, 22, 3)
+    mask, values = targets.joint_mask, targets.joint_values
     for joint in range(NUM_JOINTS):  # parents first: a child's offset is what remains after its parent's
-        pinned = targets.joint_mask[:, joint]  # (T, 3)
+        if joint == 1 and len(targets.relative_joints):  # the pelvis is final now
+            mask, values = _with_relative(targets, local, joints)
+        pinned = mask[:, joint]  # (T, 3)
         if not pinned.any():
             continue
-        offset = np.where(pinned, targets.joint_values[:, joint] - joints[:, joint], 0.0)
+        offset = np.where(pinned, values[:, joint] - joints[:, joint], 0.0)
         joints[:, SUBTREES[joint]] += spread_correction(offset, pinned, fade)[:, None, :]
     return encode_features(*extend_one_frame(local, torch.from_numpy(joints))).float().numpy()
+
+
+def _with_relative(targets: Targets, local: torch.Tensor, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The joint targets with the relatively kept joints placed on the motion's pelvis, turned from
+    the source's heading frame to the motion's heading at each frame."""
+    turn_back = rot.rotation_about_z(-facing_turn_angle(local[:, 0])).numpy()  # (T, 3, 3)
+    placed = joints[:, :1] + np.einsum("tij,tkj->tki", turn_back, np.nan_to_num(targets.relative_positions))
+    pinned = np.zeros_like(targets.joint_mask)
+    pinned[:, targets.relative_joints] = ~np.isnan(targets.relative_positions[:, targets.relative_joints])
+    return targets.joint_mask | pinned, np.where(pinned, placed, targets.joint_values)
 
 
 def _pelvis_only(joint_mask: np.ndarray) -> np.ndarray:

@@ -151,10 +151,10 @@ def canonical_frame_zero(local: torch.Tensor, joints: torch.Tensor) -> tuple[tor
 
 
 def facing_turn_angle(root: torch.Tensor) -> torch.Tensor:
-    """The turn about Z (radians) that makes a body with root orientation `root` (3, 3) face +Y:
-    its x axis (SMPL: the body's left) goes onto -X, so the hips (left -> right) lie along +X."""
-    body_left = root[:2, 0]
-    return -torch.atan2(-body_left[1], -body_left[0])
+    """The turn about Z (radians, (...)) that makes a body with root orientation `root` (..., 3, 3)
+    face +Y: its x axis (SMPL: the body's left) goes onto -X, so the hips (left -> right) lie along +X."""
+    body_left = root[..., :2, 0]
+    return -torch.atan2(-body_left[..., 1], -body_left[..., 0])
 
 
 def above_floor(joints: torch.Tensor) -> torch.Tensor:
