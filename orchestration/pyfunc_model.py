@@ -8,6 +8,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from vimogen_core.control.files import CONTROL_COLUMNS
+
 DEFAULT_FRAMES = 100
 
 
@@ -20,6 +22,8 @@ def model_signature():
         ColSpec("long", "frames", required=False),
         ColSpec("long", "seed", required=False),
         ColSpec("string", "ref_motion", required=False),  # JSON list of (T, 276) feature rows
+        # Motion control, JSON texts as README "Motion control" documents them.
+        *[ColSpec("string", name, required=False) for name in CONTROL_COLUMNS],
     ])
     outputs = Schema([ColSpec("string", "prompt"), ColSpec("long", "frames"), ColSpec("string", "joints"),
                       ColSpec("string", "features")])
@@ -64,8 +68,13 @@ class VimogenPyfunc(mlflow.pyfunc.PythonModel):
         try:
             refs = [np.asarray(json.loads(r), dtype=np.float32) if isinstance(r, str) and r else None
                     for r in _column(model_input, "ref_motion", None)]
-            feats = self.generator.generate(prompts, frames, ref_motions=refs if any(r is not None for r in refs) else None,
-                                            steps=self.steps, cfg_scale=self.cfg_scale, seed=seed)
+            controls = [{name: _column(model_input, name, None)[i] for name in CONTROL_COLUMNS}
+                        for i in range(len(model_input))]
+            if any(value is not None for row in controls for value in row.values()):
+                feats = self._controlled(prompts, frames, refs, controls, seed)
+            else:
+                feats = self.generator.generate(prompts, frames, ref_motions=refs if any(r is not None for r in refs) else None,
+                                                steps=self.steps, cfg_scale=self.cfg_scale, seed=seed)
         except (ValueError, MotionDataError) as err:  # json errors are ValueErrors too
             raise bad_request(str(err)) from err
         rows = []
@@ -74,3 +83,29 @@ class VimogenPyfunc(mlflow.pyfunc.PythonModel):
             rows.append({"prompt": prompt, "frames": len(f), "joints": json.dumps(np.round(joints, 5).tolist()),
                          "features": json.dumps(np.round(f, 5).tolist())})
         return pd.DataFrame(rows)
+
+    def _controlled(self, prompts, frames, refs, controls, seed) -> list[np.ndarray]:
+        """Rows with control columns, one at a time (each its own constraints), seeds as in a batch."""
+        from vimogen_core.control.constraints import combine
+        from vimogen_core.control.files import constraints_from_columns
+        from vimogen_core.control.sampling import generate_controlled
+        from vimogen_core.control.timeline import generate_timeline
+
+        requests = []
+        for i, row in enumerate(controls):  # every row checked before any sampling
+            constraints, segments = constraints_from_columns(row, f"row {i}")
+            if (constraints or segments) and refs[i] is not None:
+                raise ValueError(f"row {i}: motion control is text mode; drop ref_motion")
+            requests.append((constraints and combine(constraints, frames[i]), segments))
+        out = []
+        for i, (targets, segments) in enumerate(requests):
+            if segments:
+                out.append(generate_timeline(self.generator, segments, steps=self.steps, cfg_scale=self.cfg_scale,
+                                             seed=seed + i))
+            elif targets:
+                out.append(generate_controlled(self.generator, [prompts[i]], [targets], steps=self.steps,
+                                               cfg_scale=self.cfg_scale, seed=seed + i)[0])
+            else:
+                out.extend(self.generator.generate([prompts[i]], frames[i], ref_motions=[refs[i]] if refs[i] is not None
+                                                   else None, steps=self.steps, cfg_scale=self.cfg_scale, seed=seed + i))
+        return out

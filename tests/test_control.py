@@ -181,3 +181,24 @@ def test_bad_control_files_name_the_file_before_the_model_loads(tmp_path, capsys
         assert message in err and "no_such_checkpoint" not in err
     with pytest.raises(ConstraintError, match="keys.json: unknown key"):
         files.read_keyframes(tmp_path / "keys.json")
+
+
+def test_served_model_takes_the_control_columns(generator, clips):
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from orchestration.pyfunc_model import VimogenPyfunc
+
+    served = VimogenPyfunc()
+    served.generator, served.steps, served.cfg_scale = generator, 2, None
+    path = {"waypoints": [[0, 0], [1.0, 2.0]], "times": [0.0, 3.0]}
+    timeline = [{"prompt": "walk", "seconds": 2}, {"prompt": "jump", "seconds": 2}]
+    out = served.predict(None, pd.DataFrame({"prompt": ["a person walks", "a person kicks", "a long take"],
+                                             "frames": [80, 60, 1],
+                                             "trajectory": [json.dumps(path), None, None],
+                                             "timeline": [None, None, json.dumps(timeline)]}))
+    assert out["frames"].tolist() == [80, 60, 80]
+    walked = np.asarray(json.loads(out["joints"][0]))
+    assert np.linalg.norm(walked[60, 0, :2] - [1.0, 2.0]) < 0.02
+    with pytest.raises(MlflowException, match="row 0 trajectory: unknown key"):
+        served.predict(None, pd.DataFrame({"prompt": ["walk"], "trajectory": [json.dumps({"path": []})]}))

@@ -110,3 +110,40 @@ def read_trajectory(path: str | Path) -> RootTrajectory:
 def read_timeline(path: str | Path) -> list[Segment]:
     path = Path(path)
     return timeline_from_json(_read_json(path), str(path))
+
+
+CONTROL_COLUMNS = ("keyframes", "trajectory", "keep_joints", "continue_from", "timeline")
+
+
+def constraints_from_columns(values: dict[str, Any], where: str) -> tuple[list, list[Segment] | None]:
+    """The served model's control columns (JSON texts, README "Motion control") as constraints
+    and timeline segments: keyframes and trajectory as in the files, keep_joints as
+    {"joints": "upper" | [names], "source": [[276 numbers], ...]}, continue_from as (P, 276) rows,
+    timeline as the segments list."""
+    from vimogen_core.control.constraints import KeepJoints, Prefix
+
+    parsed = {}
+    for name in CONTROL_COLUMNS:
+        text = values.get(name)
+        if text is None or text == "":
+            continue
+        try:
+            parsed[name] = json.loads(text) if isinstance(text, str) else text
+        except json.JSONDecodeError as err:
+            raise ConstraintError(f"{where} {name}: not valid JSON ({err})") from None
+    constraints = []
+    if "keyframes" in parsed:
+        constraints.append(keyframes_from_json(parsed["keyframes"], f"{where} keyframes"))
+    if "trajectory" in parsed:
+        constraints.append(trajectory_from_json(parsed["trajectory"], f"{where} trajectory"))
+    if "keep_joints" in parsed:
+        keep = _object(parsed["keep_joints"], f"{where} keep_joints", {"joints", "source"})
+        if "joints" not in keep or "source" not in keep:
+            raise ConstraintError(f"{where} keep_joints: needs 'joints' and 'source'")
+        constraints.append(KeepJoints(_array(keep["source"], f"{where} keep_joints source"), keep["joints"]))
+    if "continue_from" in parsed:
+        constraints.append(Prefix(_array(parsed["continue_from"], f"{where} continue_from")))
+    segments = timeline_from_json(parsed["timeline"], f"{where} timeline") if "timeline" in parsed else None
+    if segments is not None and constraints:
+        raise ConstraintError(f"{where}: a timeline cannot be combined with other control columns")
+    return constraints, segments
