@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 
-from vimogen_core.curation.pipeline import CurationConfig, curate_samples, window_starts
+from vimogen_core.curation.config import CurationConfig
+from vimogen_core.curation.pipeline import curate_samples
+from vimogen_core.curation.take import window_starts
 from vimogen_core.curation.records import RawSample
 from vimogen_core.curation.sharding import write_shards
 from vimogen_core.sources.deepmimic import builtin_clip_names, load_builtin_clip

@@ -20,7 +20,7 @@ PARAMS = REPO_ROOT / "params.yaml"  # DVC and Dagster read the same parameters
 
 
 def params(section: str) -> dict:
-    from vimogen_core.curation.cli import read_params
+    from vimogen_core.config_overrides import read_params
 
     return read_params(PARAMS, section)
 
@@ -114,12 +114,12 @@ def raw_takes(context: AssetExecutionContext, config: SourcesRunConfig, paths: P
        "quarantine report with each rejection's reason.")
 def curated_samples(context: AssetExecutionContext, config: CurationRunConfig, paths: ProjectPaths) -> MaterializeResult:
     from vimogen_core.config_overrides import apply_overrides
-    from vimogen_core.curation.cli import _curation_config
+    from vimogen_core.curation.config import curation_settings
     from vimogen_core.curation.pipeline import curate_sources
     from vimogen_core.curation.shards import read_manifest
 
     settings = {**params("curate"), "preset": config.preset}
-    curation, judge, workers = _curation_config(settings, f"{PARAMS}:curate")
+    curation, judge, workers = curation_settings(settings, f"{PARAMS}:curate")
     curation = apply_overrides(curation, json.loads(config.overrides_json), "run config overrides_json")
     result = curate_sources(paths.sources, paths.curated, curation, judge, workers=workers)
     context.log.info(f"accepted {result.n_accepted}, quarantined {result.n_rejected}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from vimogen_core.config_overrides import apply_overrides
-from vimogen_core.curation.pipeline import CURATION_PRESETS
+from vimogen_core.curation.config import CURATION_PRESETS
 from vimogen_core.train import config as train_config
 
 

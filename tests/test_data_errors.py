@@ -15,7 +15,7 @@ from dagster import DagsterInstance, materialize
 from orchestration import assets
 from orchestration.resources import ProjectPaths
 from vimogen_core.bench.pose import DistanceFieldPrior
-from vimogen_core.curation import pipeline
+from vimogen_core.curation import pipeline, take
 from vimogen_core.curation.raw_sources import SourcesConfig, build_sources, write_npz
 from vimogen_core.curation.shards import MANIFEST_NAME
 from vimogen_core.errors import MotionDataError
@@ -41,7 +41,7 @@ def plant_type_error(monkeypatch):
     def broken_clean_captions(captions):
         raise TypeError("planted bug")
 
-    monkeypatch.setattr(pipeline, "clean_captions", broken_clean_captions)  # called inside curate_take
+    monkeypatch.setattr(take, "clean_captions", broken_clean_captions)  # called inside curate_take
 
 
 def test_bad_take_is_quarantined_with_its_reason_and_the_rest_goes_on(sources_dir, tmp_path):

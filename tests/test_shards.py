@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from vimogen_core.curation.dataset import ShardDataset
-from vimogen_core.curation.pipeline import CurationConfig, curate_samples, curate_sources
+from vimogen_core.curation.config import CurationConfig
+from vimogen_core.curation.pipeline import curate_samples, curate_sources
 from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
 from vimogen_core.curation.records import RawSample
 from vimogen_core.curation.sharding import write_shards
@@ -147,7 +148,8 @@ _KILLABLE_RUN = textwrap.dedent(
     import sys, torch
     torch.set_num_threads(1)
     from dataclasses import replace
-    from vimogen_core.curation.pipeline import CurationConfig, curate_samples
+    from vimogen_core.curation.config import CurationConfig
+    from vimogen_core.curation.pipeline import curate_samples
     from vimogen_core.curation.records import RawSample
     from vimogen_core.sources.deepmimic import load_builtin_clip
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vimogen_core.curation.pipeline import CurationConfig, curate_samples
+from vimogen_core.curation.config import CurationConfig
+from vimogen_core.curation.pipeline import curate_samples
 from vimogen_core.curation.records import RawSample
 from vimogen_core.curation.sharding import write_shards
 from vimogen_core.curation.storage import S3Storage

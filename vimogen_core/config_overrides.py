@@ -1,6 +1,6 @@
 """One way to override a frozen config dataclass: from `key=value` strings or a (nested) mapping.
 
-Used by curation (params.yaml sections, Dagster `overrides_json`) and by training (`--set`,
+Used by curation (params.yaml sections read by `read_params`, Dagster `overrides_json`) and by training (`--set`,
 Dagster run config, benchmarks; `vimogen_core.train.config.apply_overrides` is a thin wrapper
 that names its source `--set` and sends `model.X` to `TrainConfig.model_overrides`).
 
@@ -16,6 +16,7 @@ import dataclasses
 import json
 import typing
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 PARSED_SCALARS = (bool, int, float)
@@ -102,3 +103,20 @@ def parse_value(text: str, hint, where: str):
             return value
         return tuple(value) if isinstance(value, list) else (value,)
     raise ValueError(f"{where}: cannot parse a value of type {hint}")
+
+
+def read_params(path: str | Path | None, section: str) -> dict[str, Any]:
+    """The mapping under `section` of a params.yaml file ({} without a file or section), the
+    settings the DVC stage and the Dagster asset of one step share."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        params = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from err
+    value = params.get(section, {}) or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: section {section!r} must be a mapping")
+    return value

@@ -5,9 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-from vimogen_core.config_overrides import apply_overrides
+from vimogen_core.config_overrides import apply_overrides, read_params
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,47 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: AWS, or $AWS_ENDPOINT_URL)")
 
 
-def read_params(path: Path | None, section: str) -> dict[str, Any]:
-    if path is None:
-        return {}
-    import yaml
-
-    try:
-        params = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from err
-    value = params.get(section, {}) or {}
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: section {section!r} must be a mapping")
-    return value
-
-
-def _curation_config(params: dict[str, Any], where: str, default_preset: str = "default"):
-    from vimogen_core.curation.pipeline import CURATION_PRESETS
-
-    params = dict(params)
-    preset = params.pop("preset", default_preset)
-    if preset not in CURATION_PRESETS:
-        raise ValueError(f"{where}: unknown curation preset {preset!r}; known: {sorted(CURATION_PRESETS)}")
-    workers = int(params.pop("workers", 1))
-    judge = _judge(params.pop("judge", "none"), where)
-    return apply_overrides(CURATION_PRESETS[preset], params, where), judge, workers
-
-
-def _judge(spec: str, where: str):
-    from vimogen_core.curation.gates import LocomotionJudge
-
-    if spec in (None, "none"):
-        return None
-    if spec == "locomotion":
-        return LocomotionJudge()
-    if ":" in spec:  # a plug-in judge, `package.module:factory`
-        from vimogen_core.sources.synthetic_video import load_backend
-
-        return load_backend(spec)
-    raise ValueError(f"{where}: unknown judge {spec!r} (none, locomotion, or package.module:factory)")
-
-
 def _print(result) -> None:
     print(json.dumps(result.to_metadata(), indent=2, sort_keys=True, default=str))
 
@@ -113,10 +70,11 @@ def cmd_sources(args) -> int:
 def cmd_curate(args) -> int:
     import torch
 
+    from vimogen_core.curation.config import curation_settings
     from vimogen_core.curation.pipeline import curate_sources
 
     torch.set_num_threads(1)  # tiny per-take tensors: threads only contend; use --workers for parallelism
-    config, judge, workers = _curation_config(read_params(args.params, "curate"), f"{args.params}:curate")
+    config, judge, workers = curation_settings(read_params(args.params, "curate"), f"{args.params}:curate")
     result = curate_sources(args.sources, args.out, config, judge, workers=args.workers or workers, progress=sys.stderr.isatty())
     _print(result)
     return 0
@@ -125,10 +83,11 @@ def cmd_curate(args) -> int:
 def cmd_ingest(args) -> int:
     import torch
 
+    from vimogen_core.curation.config import curation_settings
     from vimogen_core.curation.vimogen228k import ingest_vimogen228k
 
     torch.set_num_threads(1)
-    config, judge, workers = _curation_config(read_params(args.params, "ingest"), f"{args.params}:ingest", default_preset="released")
+    config, judge, workers = curation_settings(read_params(args.params, "ingest"), f"{args.params}:ingest", default_preset="released")
     result = ingest_vimogen228k(args.annotations, args.root, args.out, config, judge, workers=workers, progress=sys.stderr.isatty())
     _print(result)
     return 0

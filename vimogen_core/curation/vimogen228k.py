@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vimogen_core.curation.pipeline import CURATION_PRESETS, CurationConfig, CurationResult, curate_samples
+from vimogen_core.curation.config import CURATION_PRESETS, CurationConfig
+from vimogen_core.curation.pipeline import CurationResult, curate_samples
 from vimogen_core.curation.records import RawSample, Rejection
 from vimogen_core.errors import MotionDataError
 
