@@ -18,7 +18,7 @@ from vimogen_core.motion.export import EULER_ORDERS, Z_UP_TO_Y_UP, save_bvh
 from vimogen_core.motion.kinematics import forward_kinematics, rest_joints24
 from vimogen_core.motion.motion import Motion, mirror_joints, resample
 from vimogen_core.motion.skeleton import FPS, JOINT_NAMES, LEFT_FOOT, LEFT_HIP, RIGHT_FOOT, RIGHT_HIP, bone_lengths
-from vimogen_core.sources.bvh import load_bvh
+from vimogen_core.sources.bvh import load_bvh, map_joints, read_bvh, world_frame
 from vimogen_core.sources.deepmimic import builtin_clip_names, load_builtin_clip
 from vimogen_core.train.evaluation import frame_aligned_error, retrieval
 
@@ -192,7 +192,7 @@ def test_other_skeletons_retarget_to_a_clean_smpl_walk(walk, tmp_path, make):
     path = make(walk, tmp_path / "take.bvh")
     motion = load_bvh(path)
     joints = motion.joints
-    assert motion.fps == FPS and abs(motion.n_frames - walk.n_frames) <= 1
+    assert motion.fps == FPS and abs(motion.n_frames - walk.n_frames) <= 1  # 30 fps ends 1/30 s short of the last 20 fps frame
     assert float(bone_lengths(joints).std(dim=0).max()) < 1e-3  # the project skeleton, every frame
     feet = joints[:, [LEFT_FOOT, RIGHT_FOOT], 2]
     assert float(joints[..., 2].min()) > -1e-9 and abs(float(feet.min())) < 0.02
@@ -203,6 +203,32 @@ def test_other_skeletons_retarget_to_a_clean_smpl_walk(walk, tmp_path, make):
     assert found.nearest == ["walk"], dict(zip(builtin_clip_names(), found.distances[0].round(3)))
     # The same walk as the clip it came from, up to the spine the CMU layout lacks and two resamplings.
     assert frame_aligned_error(joints.numpy(), walk.joints.numpy()) < 0.02
+
+
+@pytest.mark.parametrize("unit, per_metre", [("m", 1.0), ("cm", 100.0), ("mm", 1000.0), ("inch", 1 / 0.0254),
+                                             ("cmu", 0.45 / 0.0254)])
+@pytest.mark.parametrize("up", ["y", "z"])
+def test_up_axis_and_unit_are_read_from_the_rest_pose(walk, tmp_path, unit, per_metre, up):
+    world, body = (Z_UP_TO_Y_UP, np.eye(3)) if up == "y" else (np.eye(3), _turn("x", 90.0))
+    path = _write_bvh(tmp_path / "take.bvh", CMU_SPEC, walk.slice(0, 3), scale=1.0, unit=per_metre, world=world,
+                      body_to_file=body, arm_drop=0.0, orders=["ZYX"])
+    clip = read_bvh(path)
+    turn, metres = world_frame(clip, map_joints(clip)[0])
+    assert metres == pytest.approx(1 / per_metre)
+    np.testing.assert_allclose(turn.numpy(), world.T, atol=1e-12)  # the file's axes back to the project's
+
+
+def test_a_skeleton_of_no_human_size_needs_its_unit(walk, tmp_path):
+    def write(name, per_metre):
+        return _write_bvh(tmp_path / name, CMU_SPEC, walk, scale=1.0, unit=per_metre, world=Z_UP_TO_Y_UP,
+                          body_to_file=np.eye(3), arm_drop=0.0, orders=["ZYX"])
+
+    giant = write("giant.bvh", 1e5)
+    with pytest.raises(MotionDataError, match="line 2: an ankle-to-head height of .* give the unit"):
+        load_bvh(giant)
+    # The retargeted motion takes its size from the project skeleton: the unit does not change it.
+    same = load_bvh(write("cm.bvh", 100.0)).joints
+    assert float((load_bvh(giant, units=1e-5).joints - same).abs().max()) < 1e-5
 
 
 def test_joint_map_override_names_an_unknown_skeleton(tmp_path):

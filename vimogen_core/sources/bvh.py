@@ -4,11 +4,13 @@
    so every joint may have its own rotation order and position channels) and the frame table.
    Every error names the file and the line.
 2. Forward kinematics over the file's own hierarchy, vectorised over frames: each joint's world
-   position and rotation. Position channels replace the OFFSET on the axes they name (what
-   Blender's importer does); rotations compose in channel order, R = R_first @ R_second @ R_third.
+   position and rotation. Position channels give the joint's translation on the axes they name in
+   place of its OFFSET (exporters that write them on every joint, as Mixamo's, repeat the OFFSET
+   there); rotations compose in channel order, R = R_first @ R_second @ R_third.
 3. World frame: the up axis is the one from the ankles to the head in the rest pose (or given),
-   turned onto +Z; the unit (m, cm, mm) is the one that makes the rest pose's ankle-to-head height
-   human (or given).
+   turned onto +Z; the unit (m, cm, mm, inch, CMU's) is the one that makes the rest pose's ankle-to-head height
+   closest to the project skeleton's (or given). The retargeted motion takes its size from the
+   project skeleton, so the unit only decides which joints count as coincident (`COINCIDENT`).
 4. Joint names -> SMPL-22 by the naming convention that recognises most of the file's joints
    (`CONVENTIONS`: SMPL, CMU, Mixamo, LAFAN1; namespace prefixes such as `mixamorig:` are
    dropped), overridden per joint by a JSON map {BVH joint name: SMPL-22 joint name}. Spine and
@@ -42,14 +44,17 @@ from vimogen_core.motion.motion import Motion, canonicalize, resample
 from vimogen_core.motion.skeleton import FPS, JOINT_NAMES, NUM_JOINTS, PARENTS, bone_lengths, rest_offsets
 
 UP_AXES = ("auto", "x", "y", "z")
-UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254}
-# Ankle-to-head height of an adult's rest pose in metres; `units="auto"` picks the unit (m, cm or
-# mm; those ranges do not overlap) that lands the file's skeleton in it.
-HUMAN_HEIGHT_RANGE = (0.4, 4.0)
-AUTO_UNITS = ("m", "cm", "mm")
+# Metres per file unit. "cmu": the CMU mocap BVH conversions keep the ASF unit, 1/0.45 inch.
+UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254, "cmu": 0.0254 / 0.45}
+# `units="auto"` takes the unit that makes the rest pose's ankle-to-head height closest (as a ratio)
+# to the project skeleton's, and refuses a skeleton no unit brings within this factor of it.
+HUMAN_HEIGHT_FACTOR = 2.0
 # A spine or collar joint closer than this to its mapped parent in the rest pose gives no bone
 # direction (CMU puts LeftShoulder on Spine1); it is filled in like a missing one.
 COINCIDENT = 0.01  # metres
+# Frame Time is printed with 6-8 digits; a rate this close (relative) to a whole number is that number
+# (29.97 fps video is 1e-3 away from 30 and stays 29.97).
+FPS_ROUNDING = 1e-4
 
 _LEFT_RIGHT = (("left", "Left", "L"), ("right", "Right", "R"))
 
@@ -111,7 +116,10 @@ class BvhClip:
 
     @property
     def fps(self) -> float:
-        return 1.0 / self.frame_time
+        """1 / Frame Time, read as the whole rate the writer meant when it is within printing precision
+        of one (0.008333 -> 120, not 120.0048, so a 120 fps take of T frames keeps its length at 20 fps)."""
+        rate = 1.0 / self.frame_time
+        return float(round(rate)) if abs(rate - round(rate)) < FPS_ROUNDING * rate else rate
 
 
 def _normalise(name: str) -> str:
@@ -137,7 +145,7 @@ def read_bvh(path: str | os.PathLike) -> BvhClip:
     """Parse a BVH file (see the module docstring); MotionDataError names the file and line."""
     path = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="strict")
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise MotionDataError(path, "file not found") from None
     except UnicodeDecodeError as err:
@@ -356,13 +364,15 @@ def map_joints(clip: BvhClip, joint_map: dict[str, str] | None = None,
     return mapping, convention
 
 
-def _axis_turn(up: torch.Tensor) -> torch.Tensor:
-    """The rotation taking the file's up direction onto +Z."""
-    return rot.rotation_between(up, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+def rest_positions(clip: BvhClip) -> torch.Tensor:
+    """(J, 3) joint positions of the file's rest pose (every rotation the identity), its units and axes."""
+    identity = torch.eye(3, dtype=torch.float64).repeat(len(clip.names), 1, 1)
+    return forward_kinematics(identity, torch.zeros(3, dtype=torch.float64), clip.offsets, clip.parents)[0]
 
 
-def _world_frame(clip: BvhClip, rest: torch.Tensor, mapping: dict[int, int], up: str, units: str | float) -> tuple[torch.Tensor, float]:
-    """(3, 3) turn of the file's axes to Z up, and the file unit in metres."""
+def world_frame(clip: BvhClip, mapping: dict[int, int], up: str = "auto", units: str | float = "auto") -> tuple[torch.Tensor, float]:
+    """(3, 3) turn of the file's axes to Z up, and metres per file unit (module docstring, step 3)."""
+    rest = rest_positions(clip)
     ankles = (rest[mapping[_INDEX["left_ankle"]]] + rest[mapping[_INDEX["right_ankle"]]]) / 2
     stature = rest[mapping[_INDEX["head"]]] - ankles  # (3,) file axes and units
     if up == "auto":
@@ -381,16 +391,19 @@ def _world_frame(clip: BvhClip, rest: torch.Tensor, mapping: dict[int, int], up:
     if isinstance(units, (int, float)):
         scale = float(units)
     elif units == "auto":
-        fitting = [u for u in AUTO_UNITS if HUMAN_HEIGHT_RANGE[0] <= height * UNITS[u] <= HUMAN_HEIGHT_RANGE[1]]
-        if not fitting:
+        skeleton = rest_joints24()
+        skeleton_height = float(np.linalg.norm(skeleton[_INDEX["head"]] - skeleton[[_INDEX["left_ankle"], _INDEX["right_ankle"]]].mean(0)))
+        misfit = {unit: abs(np.log(max(height * metres, 1e-12) / skeleton_height)) for unit, metres in UNITS.items()}
+        best = min(misfit, key=misfit.get)
+        if misfit[best] > np.log(HUMAN_HEIGHT_FACTOR):
             raise MotionDataError(clip.path, f"line {clip.joint_lines[0]}: an ankle-to-head height of {height:g} is no "
-                                             "human's in m, cm or mm; give the unit (--units)")
-        scale = UNITS[fitting[0]]
+                                             f"human's in any of {', '.join(UNITS)}; give the unit (--units)")
+        scale = UNITS[best]
     elif units in UNITS:
         scale = UNITS[units]
     else:
         raise ValueError(f"units must be 'auto', one of {sorted(UNITS)} or metres per file unit, got {units!r}")
-    return _axis_turn(direction), scale
+    return rot.rotation_between(direction, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)), scale
 
 
 def _fill_missing(positions: torch.Tensor, known: set[int]) -> torch.Tensor:
@@ -416,12 +429,12 @@ def _solve_rotations(targets: torch.Tensor, references: Sequence[torch.Tensor | 
     single child swings its reference rotation (None: its parent's) onto that bone; a leaf keeps
     its reference."""
     rest = torch.as_tensor(rest_offsets(), dtype=targets.dtype)
+    unit = torch.nn.functional.normalize
     solved: list[torch.Tensor] = []
     for joint, parent in enumerate(PARENTS):
         children = list(_CHILDREN[joint])
         bones = targets[..., children, :] - targets[..., joint : joint + 1, :]  # (..., C, 3)
         if len(children) > 1:
-            unit = torch.nn.functional.normalize
             solved.append(rot.align_vectors(unit(rest[children], dim=-1).expand_as(bones), unit(bones, dim=-1)))
             continue
         reference = references[joint] if references[joint] is not None else solved[parent]
@@ -457,18 +470,16 @@ def load_bvh(path: str | os.PathLike, joint_map: str | os.PathLike | dict[str, s
              up: str = "auto", units: str | float = "auto", fps: float = FPS) -> Motion:
     """A BVH file -> a canonicalised SMPL-22 Motion at `fps`, standing on z = 0 (module docstring).
     joint_map: a JSON file (or dict) {BVH joint: SMPL-22 joint} overriding the detected names;
-    up: 'auto', 'x', 'y' or 'z'; units: 'auto', 'm', 'cm', 'mm', 'inch' or metres per file unit."""
+    up: 'auto', 'x', 'y' or 'z'; units: 'auto', a name in UNITS or metres per file unit."""
     clip = read_bvh(path)
     map_path = None
     if joint_map is not None and not isinstance(joint_map, dict):
         map_path, joint_map = joint_map, read_joint_map(joint_map)
     mapping, _ = map_joints(clip, joint_map, map_path)
     positions, rotations = source_forward_kinematics(clip)  # (N, J, 3), (N, J, 3, 3)
-    rest, _ = forward_kinematics(torch.eye(3, dtype=torch.float64).repeat(len(clip.names), 1, 1),
-                                 torch.zeros(3, dtype=torch.float64), clip.offsets, clip.parents)
-    turn, scale = _world_frame(clip, rest, mapping, up, units)
+    turn, scale = world_frame(clip, mapping, up, units)
     positions = positions @ turn.T * scale  # Z up, metres
-    rest = rest @ turn.T * scale
+    rest = rest_positions(clip) @ turn.T * scale
     rotations = turn @ rotations @ turn.T  # file-joint frames (rest axes turned with the world) -> Z-up world
 
     targets, rest_targets, from_file = _smpl_targets(positions, rest, mapping)
