@@ -236,6 +236,15 @@ def test_npy_wide_and_reference_dict_motions(release):
     np.testing.assert_array_equal(record.reference_motion, _motion(90, 426, seed=8).numpy()[:, :276])
 
 
+def test_convert_reads_the_released_dummy_motion(release, tmp_path):
+    from vimogen_core.cli import main
+
+    root, _ = release
+    out = tmp_path / "dummy.npy"
+    assert main(["motion", "convert", str(root / "dummy_motion.pt"), "--from", "vimogen", "--out", str(out)]) == 0
+    assert np.load(out).shape == (80, 276)
+
+
 def test_annotation_json_trains_in_place_with_the_released_rules(release):
     root, _ = release
     config = apply_overrides(get_train_preset("released"), [f"data={root / 'ViMoGen-228K.json'}"])
