@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "vimogen_core.curation.cli",
     "vimogen_core.train.cli",
     "vimogen_core.bench.cli",
+    "vimogen_core.distill.cli",
 )
 
 

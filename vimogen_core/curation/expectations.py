@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vimogen_core.curation.records import SOURCES, SPLITS
 from vimogen_core.curation.shards import read_manifest
+from vimogen_core.motion.representation import FEATURE_DIM
 from vimogen_core.files import atomic_write_bytes
 
 # Plausible ranges of the per-sample statistics (metres, m/s); finite values only.
@@ -37,6 +38,9 @@ class ValidationConfig:
     required_splits: tuple[str, ...] = SPLITS
     train_fraction_range: tuple[float, float] = (0.5, 0.98)
     stat_ranges: tuple[tuple[str, tuple[float, float]], ...] = tuple(_STAT_RANGES.items())
+    # Also read every sample's frames from its shard: the feature width and the non-finite count
+    # (generated data, e.g. teacher samples, is checked on what it holds, not on its stats alone).
+    frame_checks: bool = False
 
 
 VALIDATION_PRESETS = {
@@ -76,6 +80,9 @@ def _suite_expectations(gxe, config: ValidationConfig) -> list:
     ]
     if config.required_splits:
         expectations.append(gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=list(config.required_splits)))
+    if config.frame_checks:
+        expectations.append(gxe.ExpectColumnValuesToBeInSet(column="feature_dim", value_set=[FEATURE_DIM]))
+        expectations.append(gxe.ExpectColumnValuesToBeBetween(column="n_nonfinite", min_value=0, max_value=0))
     for column, (low, high) in config.stat_ranges:
         # pandas counts NaN as null, so "not null" is the NaN check and "between" the range (and inf) check.
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
@@ -133,9 +140,33 @@ def validate_dataframe(frame, config: ValidationConfig = ValidationConfig(), man
     return ValidationResult(manifest_path=manifest_path, success=not failed, n_rows=len(frame), failed=failed, checks=checks)
 
 
+def frame_statistics(manifest_path: Path, frame) -> tuple[list[int], list[int]]:
+    """Per manifest row: the feature width of its shard and the non-finite values in its frames
+    (-1 and 0 where the shard cannot be read as a float array: the width check fails for it)."""
+    import numpy as np
+
+    widths, nonfinite, arrays = [], [], {}
+    for shard, offset, n_frames in zip(frame["shard"], frame["offset"], frame["n_frames"]):
+        if shard not in arrays:
+            try:
+                arrays[shard] = np.load(manifest_path.parent / shard, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError):
+                arrays[shard] = None
+        array = arrays[shard]
+        if array is None or array.ndim != 2:
+            widths.append(-1)
+            nonfinite.append(0)
+            continue
+        widths.append(int(array.shape[1]))
+        nonfinite.append(int((~np.isfinite(array[offset: offset + n_frames])).sum()))
+    return widths, nonfinite
+
+
 def validate_manifest(manifest_path: str | Path, config: ValidationConfig = ValidationConfig(), report_path: str | Path | None = None) -> ValidationResult:
     """Validate a shard manifest; optionally write the JSON report (also when it fails)."""
     frame = read_manifest(Path(manifest_path)).to_pandas()
+    if config.frame_checks:
+        frame["feature_dim"], frame["n_nonfinite"] = frame_statistics(Path(manifest_path), frame)
     result = validate_dataframe(frame, config, manifest_path=str(manifest_path))
     if report_path is not None:
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)

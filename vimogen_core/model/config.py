@@ -25,6 +25,9 @@ class DiTConfig:
     # width, so it cannot output a velocity (which contains the noise); the clean motion lies on a
     # low-dimensional manifold and fits. The sampler turns a data prediction into a velocity.
     prediction: str = "velocity"
+    # False: the text-to-motion branch alone (ViMoGen-light): no reference encoder, no reference
+    # cross-attention, and reference-mode samples are refused.
+    reference_branch: bool = True
 
     def __post_init__(self):
         if self.prediction not in ("velocity", "data", "skip"):
@@ -54,6 +57,9 @@ PRESETS: dict[str, DiTConfig] = {
                       prediction="skip"),
     "small": DiTConfig(dim=256, ffn_dim=1024, num_heads=8, num_layers=8, text_dim=384, mask_text_padding=True,
                        prediction="data"),
+    # ViMoGen-light at tiny's size: the text branch only, with skip prediction like its teacher.
+    "light": DiTConfig(dim=128, ffn_dim=512, num_heads=4, num_layers=4, text_dim=384, mask_text_padding=True,
+                       prediction="skip", reference_branch=False),
 }
 
 

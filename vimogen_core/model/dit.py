@@ -166,8 +166,9 @@ class DiTBlock(nn.Module):
         self.norm3 = AffineLayerNorm(cfg.dim, cfg.eps)
         self.cross_attn = Attention(cfg.dim, cfg.num_heads, cfg.eps)
         self.ffn = feed_forward(cfg.dim, cfg.ffn_dim)
-        self.ref_motion_cross_attn = Attention(cfg.dim, cfg.num_heads, cfg.eps)
-        self.norm4 = AffineLayerNorm(cfg.dim, cfg.eps)
+        if cfg.reference_branch:
+            self.ref_motion_cross_attn = Attention(cfg.dim, cfg.num_heads, cfg.eps)
+            self.norm4 = AffineLayerNorm(cfg.dim, cfg.eps)
 
     def forward(
         self,
@@ -176,16 +177,19 @@ class DiTBlock(nn.Module):
         key_x: torch.Tensor,  # (B, T) valid motion frames
         text: torch.Tensor,  # (B_text, L, d) embedded text of the text-mode samples
         text_keys: torch.Tensor | None,  # (B_text, L) or None: every token is a key
-        ref: torch.Tensor,  # (B_ref, T, d) encoded reference of the reference-mode samples
-        ref_keys: torch.Tensor,  # (B_ref, T) valid reference frames
+        ref: torch.Tensor | None,  # (B_ref, T, d) encoded reference of the reference-mode samples; None: text only
+        ref_keys: torch.Tensor | None,  # (B_ref, T) valid reference frames
         routing: Routing,
     ) -> torch.Tensor:
         sh_a, sc_a, g_a, sh_f, sc_f, g_f = _chunks(self.modulation + e0, 6)
         y = layer_norm(h, self.eps) * (1 + sc_a) + sh_a
         h = h + self.self_attn(y, y, key_x) * g_a
         from_text = self.cross_attn(self.norm3(routing.text_rows(h)), text, text_keys)  # (B_text, T, d)
-        from_ref = self.ref_motion_cross_attn(self.norm4(routing.ref_rows(h)), ref, ref_keys)  # (B_ref, T, d)
-        h = h + routing.merge(from_text, from_ref)  # plain residual: no gate, no modulation
+        if ref is None:  # text-only network: every sample is a text-mode one
+            h = h + from_text
+        else:
+            from_ref = self.ref_motion_cross_attn(self.norm4(routing.ref_rows(h)), ref, ref_keys)  # (B_ref, T, d)
+            h = h + routing.merge(from_text, from_ref)  # plain residual: no gate, no modulation
         return h + self.ffn(layer_norm(h, self.eps) * (1 + sc_f) + sh_f) * g_f
 
 
@@ -211,9 +215,10 @@ class ViMoGenDiT(nn.Module):
         self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         self.motion_pos_embedding = PositionTable(d, cfg.max_frames)
-        self.ref_motion_embedding = nn.Linear(cfg.ref_dim, d)
-        self.ref_motion_pos_embedding = PositionTable(d, cfg.max_frames)
-        self.ref_motion_encoder = nn.ModuleList(ReferenceEncoderBlock(cfg) for _ in range(cfg.num_ref_layers))
+        if cfg.reference_branch:
+            self.ref_motion_embedding = nn.Linear(cfg.ref_dim, d)
+            self.ref_motion_pos_embedding = PositionTable(d, cfg.max_frames)
+            self.ref_motion_encoder = nn.ModuleList(ReferenceEncoderBlock(cfg) for _ in range(cfg.num_ref_layers))
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.motion_head = MotionHead(cfg)
         self._init_output_layers()
@@ -261,13 +266,18 @@ class ViMoGenDiT(nn.Module):
         text_keys = routing.text_rows(context_mask.bool()) if cfg.mask_text_padding and context_mask is not None \
             else None  # (B_text, L)
 
-        # The reference encoder, only for reference-mode samples (text-mode ones discard its result).
-        r = self.ref_motion_embedding(routing.ref_rows(ref_motion)) + self.ref_motion_pos_embedding(t)  # (B_ref, T, d)
-        e0_ref = e0 if e0.shape[0] == 1 else routing.ref_rows(e0)
-        ref_self_keys = routing.ref_rows(key_x)  # released quirk: encoder keys limited by the MOTION length
-        for block in self.ref_motion_encoder:
-            r = block(r, e0_ref, ref_self_keys)
-        ref_keys = routing.ref_rows(key_ref)  # (B_ref, T)
+        r, ref_keys = None, None
+        if cfg.reference_branch:
+            # The reference encoder, only for reference-mode samples (text-mode ones discard its result).
+            r = self.ref_motion_embedding(routing.ref_rows(ref_motion)) + self.ref_motion_pos_embedding(t)  # (B_ref, T, d)
+            e0_ref = e0 if e0.shape[0] == 1 else routing.ref_rows(e0)
+            ref_self_keys = routing.ref_rows(key_x)  # released quirk: encoder keys limited by the MOTION length
+            for block in self.ref_motion_encoder:
+                r = block(r, e0_ref, ref_self_keys)
+            ref_keys = routing.ref_rows(key_ref)  # (B_ref, T)
+        elif routing.ref_index.numel():
+            raise ValueError(f"{routing.ref_index.numel()} reference-mode sample(s) given to a text-only network "
+                             "(ViMoGen-light has no reference branch)")
 
         for block in self.blocks:
             h = block(h, e0, key_x, c, text_keys, r, ref_keys, routing)

@@ -34,6 +34,9 @@ class MotionItem:
     captions: list[str]  # motion-style descriptions
     source: str
     use_ref_allowed: bool = True  # the quality gate may forbid training the motion branch on a sample
+    # (T, 276) the noise a teacher sampled this motion from (distillation pairs: the flow is trained
+    # on the teacher's coupling of noise and motion, not on freshly drawn noise); None: draw noise.
+    noise: np.ndarray | None = None
     video_captions: list[str] = field(default_factory=list)  # video-style descriptions
     path: str = ""  # the motion file's path, which the subset rules (config.*_path_markers) read
     reference: np.ndarray | None = None  # (T_ref, 276) normalised: the entry's own reference motion
@@ -247,6 +250,7 @@ class SampleDraw:
     use_text: bool  # routing: text branch (True) or motion branch (False)
     reference: np.ndarray  # (T_ref <= T, 138)
     time_seed: int  # seeds the torch generator for this sample's flow time and noise
+    noise: np.ndarray | None = None  # (T, 276) paired noise (MotionItem.noise)
     local_loss: bool = False  # only the local pose (dims 0:126) is supervised
 
 
@@ -281,7 +285,7 @@ def draw_sample(dataset: MotionDataset, config: TrainConfig, global_index: int) 
         reference = corrupt_reference(source, rng, config)
     local_loss = use_text and any(m in item.path for m in config.local_loss_path_markers)
     time_seed = int(np.random.default_rng((config.seed, _NOISE_STREAM, global_index)).integers(2**62))
-    return SampleDraw(item.features, caption, drop_text, use_text, reference, time_seed, local_loss=local_loss)
+    return SampleDraw(item.features, caption, drop_text, use_text, reference, time_seed, item.noise, local_loss=local_loss)
 
 
 @dataclass
@@ -294,14 +298,16 @@ class TrainBatch:
     reference: torch.Tensor  # (B, T, 138)
     reference_mask: torch.Tensor  # (B, T) bool
     time_seeds: list[int]
+    noise: torch.Tensor | None = None  # (B, T, 276) paired noise where `paired`, else zeros; None: no pairs
+    paired: torch.Tensor | None = None  # (B,) bool
     # (B, 276) bool, True on the dims each sample supervises; None: every dim of every sample.
     loss_dims: torch.Tensor | None = None
 
     def to(self, device) -> "TrainBatch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return TrainBatch(move(self.x0), move(self.x_mask), self.captions, move(self.drop_text), move(self.use_text),
-                          move(self.reference), move(self.reference_mask), self.time_seeds,
-                          loss_dims=move(self.loss_dims))
+                          move(self.reference), move(self.reference_mask), self.time_seeds, move(self.noise),
+                          move(self.paired), move(self.loss_dims))
 
     def supervised_entries(self) -> torch.Tensor:
         """() float: valid frames x supervised dims, what the loss averages over."""
@@ -317,9 +323,13 @@ def collate(draws: list[SampleDraw]) -> TrainBatch:
     b = len(draws)
     x0 = np.zeros((b, t_max, FEATURE_DIM), np.float32)
     reference = np.zeros((b, t_max, REF_FEATURE_DIM), np.float32)
+    paired = np.array([d.noise is not None for d in draws])  # (B,)
+    noise = np.zeros((b, t_max, FEATURE_DIM), np.float32) if paired.any() else None
     for row, draw in enumerate(draws):
         x0[row, : len(draw.features)] = draw.features
         reference[row, : len(draw.reference)] = draw.reference
+        if draw.noise is not None:
+            noise[row, : len(draw.noise)] = draw.noise
     x_mask = np.arange(t_max)[None, :] < lengths[:, None]  # (B, T)
     ref_lengths = np.array([len(d.reference) for d in draws])
     loss_dims = None
@@ -337,6 +347,8 @@ def collate(draws: list[SampleDraw]) -> TrainBatch:
         reference=torch.from_numpy(reference),
         reference_mask=torch.from_numpy(np.arange(t_max)[None, :] < ref_lengths[:, None]),
         time_seeds=[d.time_seed for d in draws],
+        noise=None if noise is None else torch.from_numpy(noise),
+        paired=None if noise is None else torch.from_numpy(paired),
         loss_dims=loss_dims,
     )
 

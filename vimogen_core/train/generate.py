@@ -20,6 +20,7 @@ from vimogen_core.train import checkpoint as ckpt
 from vimogen_core.train.conditioning import TextContext
 from vimogen_core.train.config import TrainConfig
 
+LIGHT_STEPS = 4  # a ViMoGen-light student's default step count (benchmarks/distill_compare.py)
 MAX_FRAMES = 1000  # 50 s at 20 fps; the position tables hold 5000 rows, the training windows 200
 
 
@@ -38,6 +39,15 @@ class Generator:
     cleanup: CleanupConfig | None = CleanupConfig()
     # The schedule and smoothing (model/flow.py SAMPLERS); None: the training preset's `sampler`.
     sampler: str | None = None
+
+    @property
+    def is_light(self) -> bool:
+        """A ViMoGen-light student: text only, guidance built into its weights."""
+        return not self.model_config.reference_branch
+
+    @property
+    def default_steps(self) -> int:
+        return LIGHT_STEPS if self.is_light else 50
 
     @property
     def postprocessing(self) -> str:
@@ -79,15 +89,22 @@ class Generator:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n_frames: int | list[int], ref_motions: list[np.ndarray] | None = None,
-                 steps: int = 50, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 32,
+                 steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 32,
                  smooth: bool = True, progress: bool = False) -> list[np.ndarray]:
         """Motions as de-normalised (T, 276) float32 features, one per prompt. A sample with a
         reference motion (un-normalised (T_ref, 276) features) is generated in reference mode,
         conditioned on it alone; the others in text mode with guidance `cfg_scale` (default: the
-        training preset's `guidance_scale`)."""
+        training preset's `guidance_scale`); `steps` Euler steps (default: `default_steps`)."""
         prompts, lengths, refs = self.check_request(prompts, n_frames, ref_motions)
+        steps = self.default_steps if steps is None else steps
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        if self.is_light and any(ref is not None for ref in refs):
+            raise ValueError(f"{self.checkpoint}: reference mode asked of a ViMoGen-light checkpoint, which is "
+                             "text-only; use a full ViMoGen checkpoint")
+        if self.is_light and cfg_scale not in (None, 1.0):
+            raise ValueError(f"{self.checkpoint}: guidance is built into a ViMoGen-light checkpoint; "
+                             f"leave the guidance scale unset (got {cfg_scale})")
         cfg_scale = self.train_config.guidance_scale if cfg_scale is None else cfg_scale
         out: list[np.ndarray] = []
         chunks = range(0, len(prompts), batch_size)

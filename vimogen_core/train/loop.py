@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -25,10 +26,12 @@ from vimogen_core.sinks import MetricSink, NullSink
 from vimogen_core.train import checkpoint as ckpt
 from vimogen_core.train.conditioning import TextContext
 from vimogen_core.train.config import TrainConfig
-from vimogen_core.train.data import TrainBatch, build_dataset, rank_batches
+from vimogen_core.train.data import MotionDataset, TrainBatch, build_dataset, rank_batches
 from vimogen_core.train.geometry_loss import JointGeometryLoss
 
 KEEP_CHECKPOINTS = 3
+# objective(model, batch, s (B,), noise (B, T, 276), context (B, L, D), context_mask (B, L)) -> loss
+Objective = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ def ema_decay(config: TrainConfig, step: int) -> float:
 
 def time_and_noise(batch: TrainBatch, flow, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample flow time s (B,) and noise (B, T, 276), each from the sample's own generator,
-    so they do not depend on how the global batch was split over processes."""
+    so they do not depend on how the global batch was split over processes. A sample with paired
+    noise (a teacher's, for distillation) keeps it."""
     b, t, d = batch.x0.shape
     times = torch.zeros(b)
     noise = torch.zeros(b, t, d)
@@ -109,7 +113,10 @@ def time_and_noise(batch: TrainBatch, flow, device: torch.device) -> tuple[torch
         # At the sample's own length: CPU randn fills its last block differently for other sizes,
         # so drawing at the padded batch length would tie the noise to the batch composition.
         noise[i, :n] = torch.randn(n, d, generator=generator)
-    return times.to(device), noise.to(device)
+    noise = noise.to(device)
+    if batch.paired is not None:
+        noise = torch.where(batch.paired[:, None, None], batch.noise, noise)
+    return times.to(device), noise
 
 
 def _model_state(model: torch.nn.Module) -> dict:
@@ -162,7 +169,11 @@ def resolve_resume(resume: str | os.PathLike | None, out_dir: Path) -> Path | No
 
 
 def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = NullSink(),
-          resume: str | os.PathLike | None = None, progress: bool = True) -> TrainResult:
+          resume: str | os.PathLike | None = None, progress: bool = True, dataset: MotionDataset | None = None,
+          initial_state: dict | None = None, objective: Objective | None = None) -> TrainResult:
+    """Train `config` into `out_dir`. A distillation run passes its own `dataset` (default: the one
+    `config.data` names), the weights a fresh run starts from (`initial_state`: a student starts as
+    its teacher) and an `objective` in place of the flow-matching loss."""
     from tqdm import tqdm
 
     from vimogen_core.model.dit import ViMoGenDiT
@@ -177,12 +188,15 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     model = ViMoGenDiT(model_config).to(env.device)
+    if initial_state is not None and payload is None:
+        model.load_state_dict(initial_state)
     ema = EMA(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
     flow = FlowMatching(prediction=model_config.prediction)
     text = TextContext(config.text_encoder, config.text_len, out_dir / "text_cache" if env.is_main else None)
-    dataset = build_dataset(config, ckpt.checkpoint_normalizer(payload) if payload else None)
+    if dataset is None:
+        dataset = build_dataset(config, ckpt.checkpoint_normalizer(payload) if payload else None)
     geometry = JointGeometryLoss(dataset.normalizer) if config.geometry_weight > 0 else None
 
     start_step = 0
@@ -233,13 +247,16 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
         s, noise = time_and_noise(batch, flow, env.device)
         x_t = flow.interpolate(batch.x0, noise, s)  # (B, T, 276)
         context, context_mask = text.encode(batch.captions, batch.drop_text)  # (B, L, D), (B, L)
-        with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            pred = train_model(x_t, flow.timestep_for_model(s), context.to(env.device), batch.x_mask, batch.reference,
-                               batch.reference_mask, batch.use_text, context_mask.to(env.device))  # (B, T, 276)
-        local_loss = flow.loss(pred.float(), batch.x0, noise, s, batch.x_mask, batch.loss_dims)
-        if geometry is not None:
-            terms = geometry(flow.denoised(pred.float(), x_t, s), batch.x0, batch.x_mask)
-            local_loss = local_loss + config.geometry_weight * terms.total()
+        if objective is not None:  # a distillation objective (vimogen_core.distill) scores the batch itself
+            local_loss = objective(train_model, batch, s, noise, context.to(env.device), context_mask.to(env.device))
+        else:
+            with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                pred = train_model(x_t, flow.timestep_for_model(s), context.to(env.device), batch.x_mask, batch.reference,
+                                   batch.reference_mask, batch.use_text, context_mask.to(env.device))  # (B, T, 276)
+            local_loss = flow.loss(pred.float(), batch.x0, noise, s, batch.x_mask, batch.loss_dims)
+            if geometry is not None:
+                terms = geometry(flow.denoised(pred.float(), x_t, s), batch.x0, batch.x_mask)
+                local_loss = local_loss + config.geometry_weight * terms.total()
         # The loss averages over valid frames x supervised dims; weighting each rank by its share of
         # the global count makes DDP's gradient average equal the single-process gradient.
         valid = batch.supervised_entries()
