@@ -13,7 +13,6 @@ from scipy.spatial.transform import Rotation
 
 from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
 from vimogen_core.errors import MotionDataError
-from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.export import EULER_ORDERS, Z_UP_TO_Y_UP, save_bvh
 from vimogen_core.motion.kinematics import forward_kinematics, rest_joints24
 from vimogen_core.motion.motion import Motion, mirror_joints, resample

@@ -164,7 +164,12 @@ def read_bvh(path: str | os.PathLike) -> BvhClip:
         tokens = raw.split()
         if not tokens:
             continue
+        opens = len(tokens) > 1 and tokens[-1] == "{"  # "JOINT Name {" on one line
+        if opens:
+            tokens = tokens[:-1]
         keyword = tokens[0].upper()
+        if pending is not None and keyword != "{":
+            raise MotionDataError(path, f"line {number}: expected '{{' to open the block declared on the line before")
         if not seen_hierarchy:
             if keyword != "HIERARCHY":
                 raise MotionDataError(path, f"line {number}: expected HIERARCHY, found {raw.strip()[:40]!r}")
@@ -192,6 +197,8 @@ def read_bvh(path: str | os.PathLike) -> BvhClip:
             if not stack:
                 raise MotionDataError(path, f"line {number}: End Site outside a joint")
             pending = -1
+        elif opens:
+            raise MotionDataError(path, f"line {number}: '{{' after {tokens[0]!r}")
         elif keyword == "{":
             if pending is None:
                 raise MotionDataError(path, f"line {number}: '{{' without a ROOT, JOINT or End Site before it")
@@ -224,8 +231,11 @@ def read_bvh(path: str | os.PathLike) -> BvhClip:
             break
         else:
             raise MotionDataError(path, f"line {number}: unexpected {tokens[0]!r} in the hierarchy")
+        if opens:
+            stack.append(pending)
+            pending = None
     if motion_line is None:
-        where = len(lines) if lines[-1].strip() else max(len(lines) - 1, 1)
+        where = max((n for n, line in enumerate(lines, start=1) if line.strip()), default=1)  # the last line with text
         raise MotionDataError(path, f"line {where}: no MOTION section (the file ends "
                                     f"{'inside the hierarchy' if seen_hierarchy else 'before a HIERARCHY'})")
     n_frames, frame_time, first_frame_line = _motion_header(path, lines, motion_line)
