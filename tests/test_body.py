@@ -15,7 +15,8 @@ from vimogen_core.errors import MotionDataError
 from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.kinematics import forward_kinematics, rest_joints24
 from vimogen_core.motion.skeleton import SMPL24_PARENTS, rest_offsets
-from vimogen_core.sources.amass import load_amass_npz, smpl_params_of, write_amass_npz
+from vimogen_core.motion.export import smpl_params_of, write_amass_npz
+from vimogen_core.sources.amass import load_amass_npz
 from vimogen_core.sources.deepmimic import load_builtin_clip
 
 SMPL_KEYS = {"v_template", "f", "J_regressor", "J", "kintree_table", "weights", "shapedirs", "posedirs"}

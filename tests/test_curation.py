@@ -163,7 +163,7 @@ def test_builtin_sources_end_to_end_with_quarantine(tmp_path):
 
 
 def test_inbox_takes_join_their_source_and_bad_ones_are_quarantined(tmp_path):
-    from vimogen_core.sources.amass import write_amass_npz
+    from vimogen_core.motion.export import write_amass_npz
 
     inbox = tmp_path / "inbox"
     walk = load_builtin_clip("walk", min_frames=121).motion

@@ -12,7 +12,8 @@ from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.motion import Motion, resample
 from vimogen_core.motion.skeleton import FPS, bone_lengths
 from vimogen_core.body import default_body_model
-from vimogen_core.sources.amass import load_amass_npz, smpl_params_of, write_amass_npz
+from vimogen_core.motion.export import smpl_params_of, write_amass_npz
+from vimogen_core.sources.amass import load_amass_npz
 from vimogen_core.sources.deepmimic import load_builtin_clip
 from vimogen_core.sources.hmr import CAMERA_TO_WORLD, load_hmr_output, write_hmr_npz
 from vimogen_core.sources.vimogen228k import iter_vimogen228k, load_vimogen_motion

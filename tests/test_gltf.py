@@ -12,7 +12,7 @@ import torch
 from pygltflib import GLTF2
 from scipy.spatial.transform import Rotation
 
-from vimogen_core.motion.cli import export_features
+from vimogen_core.motion.export import export_features
 from vimogen_core.motion.export import Z_UP_TO_Y_UP
 from vimogen_core.motion.motion import Motion
 from vimogen_core.motion.representation import features_to_joints

@@ -18,7 +18,7 @@ from orchestration import assets
 from orchestration.definitions import defs
 from orchestration.resources import MLflowTracking, ProjectPaths, RawDataWatch
 from vimogen_core.motion.motion import resample
-from vimogen_core.sources.amass import write_amass_npz
+from vimogen_core.motion.export import write_amass_npz
 from vimogen_core.sources.deepmimic import load_builtin_clip
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -123,35 +123,10 @@ def cmd_joints(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from vimogen_core.motion.export import export_features
     from vimogen_core.motion.representation import load_features
 
     feats = load_features(args.feats)
     export_features(feats, args.to, args.out, body=args.body)
     print(f"{args.out}: {args.to} export of {len(feats)} frames")
     return 0
-
-
-def export_features(feats: np.ndarray, fmt: str, out: str, body: bool = False) -> None:
-    """Write (T, 276) features as joints .npy, SMPL .npz, BVH, GLB (with the procedural body
-    skinned when `body`), or a rendered MP4/GIF."""
-    from vimogen_core.motion import export, gltf, render
-    from vimogen_core.motion.motion import Motion
-    from vimogen_core.motion.representation import features_to_joints, features_to_rotations
-    from vimogen_core.motion.skeleton import FPS
-
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    feats_t = torch.as_tensor(feats, dtype=torch.float64)
-    joints = features_to_joints(feats_t)
-    if fmt == "npy":
-        export.save_joints_npy(out, joints.float().numpy())
-    elif fmt == "npz":
-        export.save_smpl_npz(out, feats)
-    elif fmt in ("bvh", "glb"):
-        local, _ = features_to_rotations(feats_t)
-        motion = Motion(local, joints, float(FPS))
-        if fmt == "bvh":
-            export.save_bvh(out, motion)
-        else:
-            gltf.save_glb(out, motion, body=body)
-    else:
-        render.render_motion(joints.numpy(), out, fps=FPS)

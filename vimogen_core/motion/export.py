@@ -1,4 +1,5 @@
-"""Export motions to files other tools read: joints `.npy`, AMASS-like SMPL `.npz`, BVH.
+"""Export motions to files other tools read: joints `.npy`, AMASS-like SMPL `.npz`, BVH; and
+`export_features`, the one dispatcher from 276-d features to any export format (GLB and video too).
 
 BVH layout: the 22-joint SMPL hierarchy with the skeleton's rest offsets (SMPL body frame: the
 rest pose stands Y up facing +Z), world Y up (the project's Z-up world turned by (x, y, z) ->
@@ -19,6 +20,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from vimogen_core.files import atomic_path, atomic_write_text
+from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.kinematics import forward_kinematics
 from vimogen_core.motion.motion import Motion
 from vimogen_core.motion.skeleton import FPS, JOINT_NAMES, NUM_JOINTS, PARENTS
@@ -26,6 +28,7 @@ from vimogen_core.motion.skeleton import FPS, JOINT_NAMES, NUM_JOINTS, PARENTS
 EULER_ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")  # intrinsic: R = R_first @ R_second @ R_third
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 END_SITE_LENGTH = 0.1  # metres past each leaf joint, along its bone
+SMPL_POSE_DIM = 72  # root + 23 body joints, what `write_amass_npz` writes (the two hand joints at rest)
 
 
 def save_joints_npy(path: str | os.PathLike, joints) -> Path:
@@ -42,12 +45,45 @@ def save_joints_npy(path: str | os.PathLike, joints) -> Path:
     return path
 
 
+def smpl_params_of(motion: Motion) -> dict[str, np.ndarray]:
+    """global_orient (T, 3), body_pose (T, 63), transl (T, 3) of a Motion (float64 numpy)."""
+    aa = rot.matrix_to_axis_angle(motion.local_rotmats.to(torch.float64)).numpy()  # (T, 22, 3)
+    return {"global_orient": aa[:, 0], "body_pose": aa[:, 1:].reshape(len(aa), -1),
+            "transl": motion.transl.to(torch.float64).numpy()}
+
+
+def write_amass_npz(path: str | os.PathLike, motion_or_params: Motion | dict, fps: float | None = None,
+                    betas: np.ndarray | None = None, gender: str = "neutral") -> Path:
+    """Write an AMASS-like `.npz`: poses (T, 72), trans (T, 3), betas (10,), gender, mocap_framerate.
+
+    motion_or_params: a Motion (its rotations and SMPL translation; fps defaults to its own) or a
+    dict with global_orient (T, 3), body_pose (T, 63), transl (T, 3)."""
+    if isinstance(motion_or_params, Motion):
+        params = smpl_params_of(motion_or_params)
+        fps = motion_or_params.fps if fps is None else fps
+    else:
+        params = {key: np.asarray(motion_or_params[key], dtype=np.float64)
+                  for key in ("global_orient", "body_pose", "transl")}
+    if fps is None:
+        raise ValueError("fps is required when writing SMPL parameters")
+    n_frames = len(params["transl"])
+    poses = np.zeros((n_frames, SMPL_POSE_DIM))
+    poses[:, :3] = params["global_orient"].reshape(n_frames, 3)
+    poses[:, 3: 3 * NUM_JOINTS] = params["body_pose"].reshape(n_frames, 3 * (NUM_JOINTS - 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a handle: numpy appends no ".npz"
+        np.savez_compressed(handle, poses=poses, trans=params["transl"].reshape(n_frames, 3),
+                            betas=np.zeros(10) if betas is None else np.asarray(betas, dtype=np.float64),
+                            gender=np.array(gender), mocap_framerate=np.array(float(fps)))
+    return path
+
+
 def save_smpl_npz(path: str | os.PathLike, feats_or_motion, fps: float = FPS, betas=None,
                   gender: str = "neutral") -> Path:
     """(T, 276) features or a Motion -> AMASS-like `.npz`: poses (T, 72), trans (T, 3), betas,
     gender, mocap_framerate. From features, trans is relative to the default skeleton's rest pelvis."""
     from vimogen_core.motion.representation import check_features, features_to_smpl
-    from vimogen_core.sources.amass import write_amass_npz
 
     if isinstance(feats_or_motion, Motion):
         return write_amass_npz(path, feats_or_motion, betas=betas, gender=gender)
@@ -137,3 +173,27 @@ def save_bvh(path: str | os.PathLike, motion: Motion) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(path, "\n".join(lines) + "\n" + body.getvalue())
+
+
+def export_features(feats: np.ndarray, fmt: str, out: str | os.PathLike, body: bool = False) -> None:
+    """Write (T, 276) features as joints .npy, SMPL .npz, BVH, GLB (with the procedural body
+    skinned when `body`), or a rendered MP4/GIF."""
+    from vimogen_core.motion import gltf, render  # gltf builds on this module; render pulls in matplotlib
+    from vimogen_core.motion.representation import features_to_joints, features_to_rotations
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    feats_t = torch.as_tensor(feats, dtype=torch.float64)
+    joints = features_to_joints(feats_t)
+    if fmt == "npy":
+        save_joints_npy(out, joints.float().numpy())
+    elif fmt == "npz":
+        save_smpl_npz(out, feats)
+    elif fmt in ("bvh", "glb"):
+        local, _ = features_to_rotations(feats_t)
+        motion = Motion(local, joints, float(FPS))
+        if fmt == "bvh":
+            save_bvh(out, motion)
+        else:
+            gltf.save_glb(out, motion, body=body)
+    else:
+        render.render_motion(joints.numpy(), out, fps=FPS)

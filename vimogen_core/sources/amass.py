@@ -4,7 +4,8 @@ Keys read: `poses` (T, >= 66) axis-angle (root, then the 21 body joints; SMPL-H/
 face joints after them are ignored), `trans` (T, 3), optional `betas` (n,), `gender`, and the
 frame rate `mocap_framerate` (AMASS SMPL-H) or `mocap_frame_rate` (AMASS SMPL-X). AMASS is
 already Z up, so the loader only resamples to 20 fps and canonicalises (frame 0 faces +Y,
-pelvis at x = y = 0; heights are kept). The file is read with `allow_pickle=False`.
+pelvis at x = y = 0; heights are kept). The file is read with `allow_pickle=False`. The writer of
+the same layout is `vimogen_core.motion.export.write_amass_npz` (an export needs no body model).
 """
 from __future__ import annotations
 
@@ -13,10 +14,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vimogen_core.body.model import BodyModel, body_model_from_env
-from vimogen_core.body.model_files import write_npz_atomic
 from vimogen_core.body.params import (
     as_axis_angle,
     check_betas,
@@ -26,12 +25,10 @@ from vimogen_core.body.params import (
     finite_array,
 )
 from vimogen_core.errors import MotionDataError
-from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.motion import Motion, canonicalize, resample
 from vimogen_core.motion.skeleton import FPS, NUM_JOINTS
 
 FRAMERATE_KEYS = ("mocap_framerate", "mocap_frame_rate")
-SMPL_POSE_DIM = 72  # root + 23 body joints, what `write_amass_npz` writes (the two hand joints at rest)
 
 
 def read_npz(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -75,39 +72,3 @@ def load_amass_npz(path: str | os.PathLike, body_model: BodyModel | None = None,
     body = body_model if body_model is not None else body_model_from_env(_gender(data.get("gender")))
     motion = Motion.from_smpl(poses[:, :3], poses[:, 3:], trans, source_fps, offsets=body.offsets(betas))
     return canonicalize(resample(motion, fps))
-
-
-def smpl_params_of(motion: Motion) -> dict[str, np.ndarray]:
-    """global_orient (T, 3), body_pose (T, 63), transl (T, 3) of a Motion (float64 numpy)."""
-    aa = rot.matrix_to_axis_angle(motion.local_rotmats.to(torch.float64)).numpy()  # (T, 22, 3)
-    return {"global_orient": aa[:, 0], "body_pose": aa[:, 1:].reshape(len(aa), -1),
-            "transl": motion.transl.to(torch.float64).numpy()}
-
-
-def write_amass_npz(path: str | os.PathLike, motion_or_params: Motion | dict, fps: float | None = None,
-                    betas: np.ndarray | None = None, gender: str = "neutral") -> Path:
-    """Write an AMASS-like `.npz`: poses (T, 72), trans (T, 3), betas (10,), gender, mocap_framerate.
-
-    motion_or_params: a Motion (its rotations and SMPL translation; fps defaults to its own) or a
-    dict with global_orient (T, 3), body_pose (T, 63), transl (T, 3)."""
-    if isinstance(motion_or_params, Motion):
-        params = smpl_params_of(motion_or_params)
-        fps = motion_or_params.fps if fps is None else fps
-    else:
-        params = {key: np.asarray(motion_or_params[key], dtype=np.float64)
-                  for key in ("global_orient", "body_pose", "transl")}
-    if fps is None:
-        raise ValueError("fps is required when writing SMPL parameters")
-    n_frames = len(params["transl"])
-    poses = np.zeros((n_frames, SMPL_POSE_DIM))
-    poses[:, :3] = params["global_orient"].reshape(n_frames, 3)
-    poses[:, 3: 3 * NUM_JOINTS] = params["body_pose"].reshape(n_frames, 3 * (NUM_JOINTS - 1))
-    path = Path(path)
-    write_npz_atomic(path, {
-        "poses": poses,
-        "trans": params["transl"].reshape(n_frames, 3),
-        "betas": np.zeros(10) if betas is None else np.asarray(betas, dtype=np.float64),
-        "gender": np.array(gender),
-        "mocap_framerate": np.array(float(fps)),
-    })
-    return path

@@ -126,8 +126,7 @@ def cmd_generate(args) -> int:
     import numpy as np
     import torch
 
-    from vimogen_core.motion.cli import export_features
-    from vimogen_core.motion.export import save_joints_npy
+    from vimogen_core.motion.export import export_features, save_joints_npy
     from vimogen_core.motion.representation import features_to_joints, load_features
     from vimogen_core.train.generate import load_generator
 
