@@ -2,6 +2,7 @@
 and a Mixamo-like skeleton (other names, extra joints, rest poses, bone lengths, units, up axes,
 rotation orders and frame rates) comes back as a clean SMPL-22 walk; bad files name file and line."""
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,11 +18,12 @@ from vimogen_core.motion.export import EULER_ORDERS, Z_UP_TO_Y_UP, save_bvh
 from vimogen_core.motion.kinematics import forward_kinematics, rest_joints24
 from vimogen_core.motion.motion import Motion, mirror_joints, resample
 from vimogen_core.motion.skeleton import FPS, JOINT_NAMES, LEFT_FOOT, LEFT_HIP, RIGHT_FOOT, RIGHT_HIP, bone_lengths
-from vimogen_core.sources.bvh import load_bvh, map_joints, read_bvh, world_frame
+from vimogen_core.sources.bvh import load_bvh, map_joints, read_bvh, source_forward_kinematics, world_frame
 from vimogen_core.sources.deepmimic import builtin_clip_names, load_builtin_clip
 from vimogen_core.train.evaluation import frame_aligned_error, retrieval
 
 VIMOGEN = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "vimogen")
+BLENDER_SCRIPT = Path(__file__).with_name("blender_bvh_joints.py")
 J = {name: i for i, name in enumerate(JOINT_NAMES)}
 REST = rest_joints24()[:22]  # SMPL body frame: Y up, facing +Z, left = +X
 
@@ -202,6 +204,26 @@ def test_other_skeletons_retarget_to_a_clean_smpl_walk(walk, tmp_path, make):
     assert found.nearest == ["walk"], dict(zip(builtin_clip_names(), found.distances[0].round(3)))
     # The same walk as the clip it came from, up to the spine the CMU layout lacks and two resamplings.
     assert frame_aligned_error(joints.numpy(), walk.joints.numpy()) < 0.02
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("blender") is None, reason="needs Debian blender (make system-deps)")
+@pytest.mark.parametrize("make", [_cmu_like, _mixamo_like], ids=["cmu", "mixamo"])
+def test_the_file_skeleton_is_posed_as_blenders_importer_poses_it(walk, tmp_path, make):
+    """The reader's forward kinematics of the file's own hierarchy (channel orders, position channels
+    on every joint, zero-length bones) against a third-party reader, on every frame."""
+    path = make(walk, tmp_path / "take.bvh")
+    out = tmp_path / "blender.json"
+    subprocess.run(["blender", "-b", "--factory-startup", "--python-exit-code", "1", "--python", str(BLENDER_SCRIPT),
+                    "--", str(path), str(out)], check=True, capture_output=True, timeout=600)
+    blender = json.loads(out.read_text())
+    clip = read_bvh(path)
+    positions, _ = source_forward_kinematics(clip)
+    ours = positions[:, [clip.names.index(n) for n in blender["names"]]].numpy() @ Z_UP_TO_Y_UP  # Y up -> Blender's Z up
+    theirs = np.asarray(blender["heads"])
+    assert theirs.shape == ours.shape
+    size = np.ptp(ours[0], axis=0).max()
+    assert np.linalg.norm(ours - theirs, axis=-1).max() < 1e-4 * size  # 0.2 mm on a 1.7 m body
 
 
 @pytest.mark.parametrize("unit, per_metre", [("m", 1.0), ("cm", 100.0), ("mm", 1000.0), ("inch", 1 / 0.0254),
