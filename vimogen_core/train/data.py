@@ -94,7 +94,7 @@ def _builtin_clip_features(min_frames: int, with_mirrors: bool
 
 class BuiltinClipDataset:
     """The 15 built-in DeepMimic clips and their mirror images, lengthened to
-    `config.builtin_min_frames`; each draw is a random 40-200 frame window."""
+    `config.builtin_min_frames`; each draw is a random 40-200 frame window (length_rule "crop") or a whole clip ("redraw")."""
 
     def __init__(self, config: TrainConfig, normalizer: Normalizer | None = None):
         self.names, self.features, self.captions, self.source, self.video_captions = _builtin_clip_features(
