@@ -203,7 +203,7 @@ def test_other_skeletons_retarget_to_a_clean_smpl_walk(walk, tmp_path, make):
     found = retrieval([joints.numpy()], [[c.numpy(), mirror_joints(c).numpy()] for c in clips], builtin_clip_names())
     assert found.nearest == ["walk"], dict(zip(builtin_clip_names(), found.distances[0].round(3)))
     # The same walk as the clip it came from, up to the spine the CMU layout lacks and two resamplings.
-    assert frame_aligned_error(joints.numpy(), walk.joints.numpy()) < 0.02
+    assert frame_aligned_error(joints.numpy(), walk.joints.numpy()) < 0.005  # measured 1.0 mm (CMU), 0.7 mm (Mixamo)
 
 
 @pytest.mark.slow

@@ -93,9 +93,10 @@ CONVENTIONS: dict[str, dict[str, str | None]] = {
                    "{Side}ForeArm": "{side}_elbow", "{Side}Hand": "{side}_wrist"})},
 }
 _INDEX = {name: i for i, name in enumerate(JOINT_NAMES)}
-# SMPL joints a file may lack, filled in on these chains (pelvis-spine-neck first, then the collars).
-FILL_CHAINS = ((0, 3, 6, 9, 12), (9, 13, 16), (9, 14, 17))
-FILLABLE = frozenset(j for chain in FILL_CHAINS for j in chain[1:-1])
+# SMPL joints a file may lack: spine joints between pelvis and neck, and the collars (with their shoulders).
+SPINE_CHAIN = (0, 3, 6, 9, 12)
+COLLARS = ((13, 16), (14, 17))
+FILLABLE = frozenset(SPINE_CHAIN[1:-1]) | {collar for collar, _ in COLLARS}
 REQUIRED = tuple(j for j in range(NUM_JOINTS) if j not in FILLABLE)
 _CHILDREN = tuple(tuple(c for c, p in enumerate(PARENTS) if p == j) for j in range(NUM_JOINTS))
 _AXES = {"x": 0, "y": 1, "z": 2}
@@ -417,19 +418,31 @@ def world_frame(clip: BvhClip, mapping: dict[int, int], up: str = "auto", units:
 
 
 def _fill_missing(positions: torch.Tensor, known: set[int]) -> torch.Tensor:
-    """Joints of FILL_CHAINS the file lacks, placed on the line between their nearest known chain
-    neighbours, spaced as the skeleton's rest bones are. positions (..., 22, 3)."""
+    """positions (..., 22, 3) with the FILLABLE joints the file lacks filled in. Spine joints go on
+    the line between their nearest known neighbours, spaced as the skeleton's rest bones (the rest
+    spine is nearly straight). A collar bends away from the spine3-shoulder line, so it is placed
+    where the rest pose has it, turned with the upper body (the rotation that best takes the rest
+    spine3 -> neck and -> shoulder directions onto the file's) and scaled to the file's shoulder."""
     lengths = np.linalg.norm(rest_offsets(), axis=1)
     positions = positions.clone()
-    known = set(known)
-    for chain in FILL_CHAINS:
-        have = [k for k, j in enumerate(chain) if j in known]
-        for a, b in zip(have[:-1], have[1:]):
-            span = np.cumsum([lengths[chain[k]] for k in range(a + 1, b + 1)])
-            for k, fraction in zip(range(a + 1, b), span[:-1] / span[-1]):
-                start, end = positions[..., chain[a], :], positions[..., chain[b], :]
-                positions[..., chain[k], :] = start + (end - start) * float(fraction)
-        known |= set(chain)
+    have = [k for k, j in enumerate(SPINE_CHAIN) if j in known]
+    for a, b in zip(have[:-1], have[1:]):
+        span = np.cumsum([lengths[SPINE_CHAIN[k]] for k in range(a + 1, b + 1)])
+        start, end = positions[..., SPINE_CHAIN[a], :], positions[..., SPINE_CHAIN[b], :]
+        for k, fraction in zip(range(a + 1, b), span[:-1] / span[-1]):
+            positions[..., SPINE_CHAIN[k], :] = start + (end - start) * float(fraction)
+    missing = [(collar, shoulder) for collar, shoulder in COLLARS if collar not in known]
+    if missing:
+        spine3 = _INDEX["spine3"]
+        rest = torch.as_tensor(rest_joints24()[:NUM_JOINTS], dtype=positions.dtype)
+        ends = [_INDEX["neck"], *(shoulder for _, shoulder in COLLARS)]
+        unit = torch.nn.functional.normalize
+        turn = rot.align_vectors(unit(rest[ends] - rest[spine3], dim=-1).expand_as(positions[..., ends, :]),
+                                 unit(positions[..., ends, :] - positions[..., spine3 : spine3 + 1, :], dim=-1))
+        for collar, shoulder in missing:
+            scale = (positions[..., shoulder, :] - positions[..., spine3, :]).norm(dim=-1, keepdim=True) \
+                / (rest[shoulder] - rest[spine3]).norm()
+            positions[..., collar, :] = positions[..., spine3, :] + scale * (turn @ (rest[collar] - rest[spine3]))
     return positions
 
 
