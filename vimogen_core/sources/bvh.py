@@ -15,7 +15,7 @@
    (`CONVENTIONS`: SMPL, CMU, Mixamo, LAFAN1; namespace prefixes such as `mixamorig:` are
    dropped), overridden per joint by a JSON map {BVH joint name: SMPL-22 joint name}. Spine and
    collar joints the file lacks (or places on top of their parent, as CMU's LeftShoulder) are
-   filled in on the straight line between their neighbours.
+   filled in (`_fill_missing`).
 5. Retarget: every SMPL bone points where the file's mapped joints point, with the project
    skeleton's bone lengths. A joint with one child bone swings the file's own rotation of that
    joint (aligned through the rest poses, so an A-pose file and the T-pose skeleton agree) onto
