@@ -12,8 +12,8 @@ import torch
 from pygltflib import GLTF2
 from scipy.spatial.transform import Rotation
 
-from vimogen_core.motion.export import export_features
-from vimogen_core.motion.export import Z_UP_TO_Y_UP
+from vimogen_core.body.procedural import build_procedural_smpl
+from vimogen_core.motion.export import Z_UP_TO_Y_UP, export_features
 from vimogen_core.motion.motion import Motion
 from vimogen_core.motion.representation import features_to_joints
 from vimogen_core.motion.skeleton import FPS, JOINT_NAMES, NUM_JOINTS, PARENTS
@@ -71,7 +71,7 @@ def cartwheel(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """The CLI's path: features -> GLB with the body; and the joints the features hold (Z up)."""
     feats = load_builtin_clip("cartwheel").motion.features().numpy()
     path = tmp_path_factory.mktemp("glb") / "cartwheel.glb"
-    export_features(feats, "glb", str(path), body=True)
+    export_features(feats, "glb", str(path), body=build_procedural_smpl)
     return path, features_to_joints(feats.astype(np.float64))
 
 

@@ -123,10 +123,11 @@ def cmd_joints(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from vimogen_core.body.procedural import build_procedural_smpl
     from vimogen_core.motion.export import export_features
     from vimogen_core.motion.representation import load_features
 
     feats = load_features(args.feats)
-    export_features(feats, args.to, args.out, body=args.body)
+    export_features(feats, args.to, args.out, body=build_procedural_smpl if args.body else None)
     print(f"{args.out}: {args.to} export of {len(feats)} frames")
     return 0

@@ -14,6 +14,7 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.kinematics import forward_kinematics
 from vimogen_core.motion.motion import Motion
 from vimogen_core.motion.skeleton import FPS, JOINT_NAMES, NUM_JOINTS, PARENTS
+
+if TYPE_CHECKING:
+    from vimogen_core.motion.gltf import BodyBuilder
 
 EULER_ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")  # intrinsic: R = R_first @ R_second @ R_third
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
@@ -175,9 +179,9 @@ def save_bvh(path: str | os.PathLike, motion: Motion) -> Path:
     return atomic_write_text(path, "\n".join(lines) + "\n" + body.getvalue())
 
 
-def export_features(feats: np.ndarray, fmt: str, out: str | os.PathLike, body: bool = False) -> None:
-    """Write (T, 276) features as joints .npy, SMPL .npz, BVH, GLB (with the procedural body
-    skinned when `body`), or a rendered MP4/GIF."""
+def export_features(feats: np.ndarray, fmt: str, out: str | os.PathLike, body: BodyBuilder | None = None) -> None:
+    """Write (T, 276) features as joints .npy, SMPL .npz, BVH, GLB (with the mesh `body` builds
+    skinned, when given), or a rendered MP4/GIF."""
     from vimogen_core.motion import gltf, render  # gltf builds on this module; render pulls in matplotlib
     from vimogen_core.motion.representation import features_to_joints, features_to_rotations
 

@@ -8,14 +8,16 @@ world is Z up, glTF's Y up, so the root's rotation and translation are turned by
 (x, z, -y) (the same turn as the BVH export; a canonical clip walks along -Z). One animation:
 a rotation channel (unit quaternions, x y z w) per joint and a translation channel on the root,
 one key per frame at `fps`, linear interpolation. A skin binds the 22 joints to the rest pose, so
-importers build an armature; with `body=True` it also skins the procedural body mesh
-(`vimogen_core.body.procedural`, each capsule rigidly on its bone) so viewers have something to draw.
+importers build an armature; given a `body` builder it also skins a body mesh so viewers have
+something to draw (the CLI passes `vimogen_core.body.procedural.build_procedural_smpl`, each capsule
+rigidly on its bone; this module takes it as an argument because body models sit a layer above motion).
 """
 from __future__ import annotations
 
 import json
 import os
 import struct
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,8 @@ _TYPES = {1: "SCALAR", 3: "VEC3", 4: "VEC4", 16: "MAT4"}
 _GLB_MAGIC, _GLB_VERSION = 0x46546C67, 2  # "glTF"
 _CHUNK_JSON, _CHUNK_BIN = 0x4E4F534A, 0x004E4942  # "JSON", "BIN\0"
 BODY_COLOUR = [0.55, 0.62, 0.75, 1.0]
+# (24, 3) rest joints (SMPL body frame) -> a body in SMPL file layout: v_template (V, 3), f (F, 3), weights (V, 24).
+BodyBuilder = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 
 
 class _Buffer:
@@ -82,12 +86,10 @@ def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
-def _add_body(gltf: dict, buffer: _Buffer, rest_joints: np.ndarray) -> None:
-    """The procedural body in the rest pose, rigidly skinned: a mesh node using skin 0."""
-    from vimogen_core.body.procedural import build_procedural_smpl
-
+def _add_body(gltf: dict, buffer: _Buffer, rest_joints: np.ndarray, build_body: BodyBuilder) -> None:
+    """The body `build_body` makes for these rest joints, in the rest pose, rigidly skinned: a mesh node using skin 0."""
     hands = rest_joints[[20, 21]] + rest_offsets24()[[22, 23]]  # the body model has 24 joints; hands on the wrists
-    body = build_procedural_smpl(np.concatenate([rest_joints, hands]))
+    body = build_body(np.concatenate([rest_joints, hands]))
     vertices = body["v_template"].astype(np.float32)
     faces = body["f"].astype(np.uint32)
     bone = body["weights"].argmax(1)  # one joint per vertex (rigid skinning); hands are leaves, never a bone
@@ -110,7 +112,7 @@ def _add_body(gltf: dict, buffer: _Buffer, rest_joints: np.ndarray) -> None:
     gltf["scenes"][0]["nodes"].append(len(gltf["nodes"]) - 1)
 
 
-def glb_bytes(motion: Motion, body: bool = False, name: str = "motion") -> bytes:
+def glb_bytes(motion: Motion, body: BodyBuilder | None = None, name: str = "motion") -> bytes:
     """A Motion -> the bytes of a `.glb` (see the module docstring). Bone offsets: the motion's
     skeleton, or estimated from its joints and rotations when it has none (a motion decoded from
     features), as the BVH export does."""
@@ -159,8 +161,8 @@ def glb_bytes(motion: Motion, body: bool = False, name: str = "motion") -> bytes
         "skins": [{"name": "smpl22", "joints": list(range(NUM_JOINTS)), "skeleton": 0, "inverseBindMatrices": ibm}],
         "animations": [{"name": name, "samplers": samplers, "channels": channels}],
     }
-    if body:
-        _add_body(gltf, buffer, rest_joints)
+    if body is not None:
+        _add_body(gltf, buffer, rest_joints, body)
     buffer.data.extend(b"\0" * (-len(buffer.data) % 4))
     gltf.update(accessors=buffer.accessors, bufferViews=buffer.views, buffers=[{"byteLength": len(buffer.data)}])
 
@@ -172,7 +174,7 @@ def glb_bytes(motion: Motion, body: bool = False, name: str = "motion") -> bytes
                      struct.pack("<II", len(buffer.data), _CHUNK_BIN), bytes(buffer.data)])
 
 
-def save_glb(path: str | os.PathLike, motion: Motion, body: bool = False) -> Path:
+def save_glb(path: str | os.PathLike, motion: Motion, body: BodyBuilder | None = None) -> Path:
     """A Motion -> `.glb` at `path` (written atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
