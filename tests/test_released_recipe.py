@@ -275,6 +275,33 @@ def test_curation_keeps_every_path_of_a_list_entry(release):
     assert [len(s.features) for s in samples[:3]] == [50, 51, 52]
 
 
+def test_curated_shards_of_the_release_keep_the_subset_rules(tmp_path):
+    """Through ingestion and shards, the rules still read each sample's motion path."""
+    from vimogen_core.curation.sharding import write_shards
+    from vimogen_core.curation.vimogen228k import ingest_vimogen228k
+    from vimogen_core.motion.motion import canonicalize
+    from vimogen_core.sources.deepmimic import load_builtin_clip
+    from vimogen_core.train.data import ShardMotionDataset
+
+    walk = canonicalize(load_builtin_clip("walk", min_frames=121).motion).features()  # (120, 276)
+    for subset in ("mogen_db", "humanml"):
+        (tmp_path / subset).mkdir()
+        torch.save(walk.clone(), tmp_path / subset / "walk.pt")
+    entries = [{"id": subset, "subset": subset, "split": "train", "motion_text_annot": "a person walks forward.",
+                "video_text_annot": "A person walks across a room.", "motion_path": f"{subset}/walk.pt"}
+               for subset in ("mogen_db", "humanml")]
+    (tmp_path / "ViMoGen-228K.json").write_text(json.dumps(entries))
+    curated = ingest_vimogen228k(tmp_path / "ViMoGen-228K.json", tmp_path, tmp_path / "curated")
+    assert curated.n_accepted == 2
+    shards = write_shards(curated.manifest_path, tmp_path / "shards")
+    config = apply_overrides(get_train_preset("released"), [f"data={shards.manifest_path}"])
+    dataset = ShardMotionDataset(config)
+    paths = [dataset.sample(i, np.random.default_rng(0)).path for i in range(2)]
+    assert sorted("mogen_db" in p for p in paths) == [False, True]
+    masked = [draw_sample(dataset, config, i) for i in range(60)]
+    assert any(d.local_loss for d in masked) and all(d.use_text for d in masked if d.local_loss)
+
+
 # --- MBench protocol ----------------------------------------------------------------------------
 
 
