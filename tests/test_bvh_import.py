@@ -326,8 +326,10 @@ def test_bvh_takes_in_the_inbox_join_optical_mocap(walk, tmp_path):
     take.with_suffix(".txt").write_text("a person walks forward\n")
     (inbox / "optical_mocap" / "cmu" / "broken.bvh").write_text("HIERARCHY\n")
     (inbox / "optical_mocap" / "cmu" / "broken.txt").write_text("a person walks\n")
+    (inbox / "optical_mocap" / "cmu" / "broken.npz").write_bytes(b"")  # the same take name twice
     sources = build_sources(tmp_path / "sources", SourcesConfig(clips=("punch",)), sources=("optical_mocap",), inbox=inbox)
-    assert sources.by_subset == {"deepmimic": 1, "inbox": 2} and not sources.inbox_ignored
+    assert sources.by_subset == {"deepmimic": 1, "inbox": 2}
+    assert sources.inbox_ignored == {str(inbox / "optical_mocap" / "cmu" / "broken.npz"): "broken.bvh has the same name and is read instead"}
     result = curate_sources(tmp_path / "sources", tmp_path / "curated")
     manifest = pq.read_table(result.manifest_path).to_pandas()
     assert {"inbox/optical_mocap/cmu/walk_120fps", "inbox/optical_mocap/cmu/walk_120fps~mirror"} <= set(manifest["id"])

@@ -151,6 +151,8 @@ def _inbox_entries(out_dir: Path, inbox: Path, source: str) -> list[dict]:
     for path in sorted(p for p in folder.rglob("*") if p.suffix in formats) if folder.is_dir() else []:
         if path.name.startswith(".") or not path.is_file():  # still being written
             continue
+        if _same_name_take(path, formats):  # reported by _ignored_inbox_files
+            continue
         relative = path.relative_to(folder).with_suffix("").as_posix()
         file = f"{source}/inbox/{relative}{path.suffix}"
         (out_dir / file).parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +164,15 @@ def _inbox_entries(out_dir: Path, inbox: Path, source: str) -> list[dict]:
         entries.append(_entry(take_id, source, "inbox", take_id, formats[path.suffix], file, captions, "",
                               inbox_file=str(path)))
     return entries
+
+
+def _same_name_take(path: Path, formats: dict[str, str]) -> Path | None:
+    """The take file of another format with the same name that is read instead of `path` (the first
+    suffix in sorted order): two takes with one name would share a take id."""
+    for suffix in sorted(formats):
+        if suffix < path.suffix and path.with_suffix(suffix).is_file():
+            return path.with_suffix(suffix)
+    return None
 
 
 def _ignored_inbox_files(inbox: Path) -> dict[str, str]:
@@ -176,6 +187,8 @@ def _ignored_inbox_files(inbox: Path) -> dict[str, str]:
             ignored[str(path)] = f"not a take file ({' or '.join(INBOX_FORMATS[parts[0]])}) or its captions ({CAPTION_SUFFIX})"
         elif path.suffix == CAPTION_SUFFIX and not any(path.with_suffix(s).is_file() for s in INBOX_FORMATS[parts[0]]):
             ignored[str(path)] = "captions without a take file beside them"
+        elif path.suffix != CAPTION_SUFFIX and _same_name_take(path, INBOX_FORMATS[parts[0]]):
+            ignored[str(path)] = f"{_same_name_take(path, INBOX_FORMATS[parts[0]]).name} has the same name and is read instead"
     return ignored
 
 
