@@ -33,7 +33,7 @@ from vimogen_core.motion.metrics import foot_sliding
 from vimogen_core.control.constraints import (JOINT_GROUPS, KeepJoints, Keyframes, RootTrajectory, combine,
                                               pose_in_heading_frame)
 from vimogen_core.control.sampling import METHODS, generate_controlled
-from vimogen_core.control.timeline import Segment, generate_timeline
+from vimogen_core.control.timeline import OVERLAP_FRAMES, WINDOW_FRAMES, Segment, generate_timeline, windows
 from vimogen_core.motion.motion import mirror
 from vimogen_core.motion.render import render_motion
 from vimogen_core.motion.representation import features_to_joints, features_to_joints_integrated
@@ -162,11 +162,12 @@ def timeline_case(gen, clips, method, steps, seed, out):
     jitter = jitter_per_frame(j)
     speed = np.r_[np.linalg.norm(np.diff(j[:, 0, :2], axis=0), axis=1), np.nan]
     seams = []
-    for i in range(1, len(segments)):
-        b = i * n
+    starts = [start for _, start, _ in windows([n] * len(segments), WINDOW_FRAMES, OVERLAP_FRAMES)] + [len(j)]
+    for i in range(1, len(starts) - 1):  # every window's first frame, segment boundaries among them
+        b = starts[i]
         around = slice(b - 5, b + 5)
-        interior = np.r_[b - n + 20:b - 20, b + 20:b + n - 20]
-        seams.append({"frame": b,
+        interior = np.r_[starts[i - 1] + 10:b - 10, b + 10:starts[i + 1] - 10]
+        seams.append({"frame": b, "segment_boundary": b % n == 0,
                       "jitter_over_interior": round(float(np.nanmean(jitter[around]) / np.nanmean(jitter[interior])), 3),
                       "root_speed_over_interior": round(float(np.nanmean(speed[around]) / np.nanmean(speed[interior])), 3)})
     if out:
@@ -196,7 +197,7 @@ def scaling(checkpoint: str, steps: int) -> list[dict]:
     for seconds in (10, 30, 60, 120):
         code = ("import json,resource,time,sys\n"
                 "from vimogen_core.train.generate import load_generator\n"
-                "from vimogen_core.control.timeline import Segment, generate_timeline\n"
+                "from vimogen_core.control.timeline import OVERLAP_FRAMES, WINDOW_FRAMES, Segment, generate_timeline, windows\n"
                 f"g = load_generator({checkpoint!r})\n"
                 "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
                 "t = time.perf_counter()\n"

@@ -1,7 +1,8 @@
 """One continuous motion of any length from (prompt, seconds) segments.
 
-The model was trained on windows of at most 200 frames, so a long take is generated window by
-window: each window continues the last `overlap` frames of what exists (prefix continuation,
+Models are trained on windows of at most 200 frames and do best at the 100 frames the built-in
+clips are lengthened to (the tiny model's bodies come apart past about 120), so a long take is
+generated window by window (`WINDOW_FRAMES`): each window continues the last `overlap` frames of what exists (prefix continuation,
 `constraints.Prefix`) and adds up to `window - overlap` new frames for its segment's prompt. The
 prefix is first turned and moved so that it starts at the origin facing +Y, as every training clip
 does, and the new frames are turned back. Each window costs the same, so time grows linearly with
@@ -26,6 +27,8 @@ from vimogen_core.motion.skeleton import FPS
 
 MAX_SECONDS = 3600.0
 SEAM_SIGMA = 1.5  # frames: the smoothing across a seam
+WINDOW_FRAMES = 100
+OVERLAP_FRAMES = 20
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def _undo(yaw: float, shift: tuple[float, float]) -> tuple[float, tuple[float, f
 
 
 def generate_timeline(generator, segments: list[Segment], steps: int = 50, cfg_scale: float | None = None,
-                      seed: int = 0, method: str = "inpaint", window: int = 200, overlap: int = 20,
+                      seed: int = 0, method: str = "inpaint", window: int = WINDOW_FRAMES, overlap: int = OVERLAP_FRAMES,
                       progress: bool = False) -> np.ndarray:
     """(N, 276) features of one motion following the segments in order."""
     segment_frames = check_timeline(segments)
