@@ -214,7 +214,7 @@ def test_invalid_joints_raise_errors_that_name_the_file(array, reason):
 
 # --- pose metrics: IK, self-penetration, pose prior ----------------------------------------------
 
-from vimogen_core.bench import pose  # noqa: E402
+from vimogen_core.bench import ik, penetration, priors  # noqa: E402
 from vimogen_core.motion.kinematics import forward_kinematics  # noqa: E402
 from vimogen_core.motion.rotations import axis_angle_to_matrix  # noqa: E402
 from vimogen_core.sources.deepmimic import load_builtin_clip  # noqa: E402
@@ -230,7 +230,7 @@ def test_ik_fit_reproduces_real_motion_joints():
     import torch
 
     motion = load_builtin_clip("cartwheel").motion
-    local = pose.ik_fit(motion.joints.numpy())
+    local = ik.ik_fit(motion.joints.numpy())
     pelvis_offset = torch.as_tensor(motion.offsets[0])
     joints, _ = forward_kinematics(torch.as_tensor(local), motion.joints[:, 0] - pelvis_offset, motion.offsets)
     np.testing.assert_allclose(joints.numpy(), motion.joints.numpy(), atol=1e-8)
@@ -242,7 +242,7 @@ def test_ik_fit_reproduces_real_motion_joints():
 def test_swing_handles_opposite_directions():
     a = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
     b = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
-    turned = np.einsum("nij,nj->ni", pose.swing_rotation(a, b), a)
+    turned = np.einsum("nij,nj->ni", ik.swing_rotation(a, b), a)
     np.testing.assert_allclose(turned, b, atol=1e-12)
 
 
@@ -250,13 +250,13 @@ def test_triangle_intersection_test():
     flat = np.array([[[-1.0, -1.0, 0.0], [1.0, -1.0, 0.0], [0.0, 1.0, 0.0]]])
     through = np.array([[[0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [0.0, 0.5, 1.0]]])  # pierces `flat`
     above = through + [0.0, 0.0, 2.5]
-    assert pose.triangles_intersect(flat, through)[0]
-    assert not pose.triangles_intersect(flat, above)[0]
+    assert penetration.triangles_intersect(flat, through)[0]
+    assert not penetration.triangles_intersect(flat, above)[0]
 
 
 @pytest.fixture(scope="module")
-def body_mesh() -> pose.BodyMesh:
-    return pose.BodyMesh.procedural()
+def body_mesh() -> penetration.BodyMesh:
+    return penetration.BodyMesh.procedural()
 
 
 def test_body_penetration_is_zero_at_rest_and_positive_for_crossed_legs(body_mesh):
@@ -276,8 +276,8 @@ def test_real_motion_does_not_self_penetrate_much(body_mesh):
 
 
 @pytest.fixture(scope="module")
-def prior_without_walk() -> pose.PosePrior:
-    return pose.PosePrior.builtin(exclude=["walk"])
+def prior_without_walk() -> priors.PosePrior:
+    return priors.PosePrior.builtin(exclude=["walk"])
 
 
 def test_pose_prior_ranks_a_real_unseen_motion_above_corrupted_poses(prior_without_walk):
@@ -296,8 +296,8 @@ def test_pose_prior_ranks_a_real_unseen_motion_above_corrupted_poses(prior_witho
     from vimogen_core.motion.kinematics import forward_kinematics as fk
 
     bad_joints, _ = fk(torch.as_tensor(backward_knees), walk.joints[:, 0], walk.offsets)
-    real_ik = prior_without_walk.pose_quality(pose.ik_fit(walk.joints.numpy()), swing_only=True)
-    bad_ik = prior_without_walk.pose_quality(pose.ik_fit(bad_joints.numpy()), swing_only=True)
+    real_ik = prior_without_walk.pose_quality(ik.ik_fit(walk.joints.numpy()), swing_only=True)
+    bad_ik = prior_without_walk.pose_quality(ik.ik_fit(bad_joints.numpy()), swing_only=True)
     assert real_ik < bad_ik
 
 
@@ -306,10 +306,10 @@ def test_distance_field_checkpoints_load_with_weights_only(tmp_path, prior_witho
 
     import torch
 
-    field = pose.fit_distance_field(prior_without_walk, steps=150, batch=128, hidden=(64, 64))
+    field = priors.fit_distance_field(prior_without_walk, steps=150, batch=128, hidden=(64, 64))
     checkpoint = tmp_path / "nrdf_like.pt"
     torch.save({"state_dict": field.state_dict()}, checkpoint)
-    loaded = pose.DistanceFieldPrior.load(checkpoint)
+    loaded = priors.DistanceFieldPrior.load(checkpoint)
     walk = load_builtin_clip("walk").motion.local_rotmats.numpy()
     rng = np.random.default_rng(1)
     noisy = walk @ axis_angle_to_matrix(torch.as_tensor(rng.normal(0, 0.6, size=(len(walk), 22, 3)))).numpy()
@@ -323,7 +323,7 @@ def test_distance_field_checkpoints_load_with_weights_only(tmp_path, prior_witho
     hostile = tmp_path / "hostile.pt"
     hostile.write_bytes(pickle.dumps({"state_dict": Payload()}, protocol=2))
     with pytest.raises(MotionDataError, match="hostile.pt: refused to load: reading it would need unpickling"):
-        pose.DistanceFieldPrior.load(hostile)
+        priors.DistanceFieldPrior.load(hostile)
     torch.save({"layers.0.weight": torch.zeros(3, 5)}, tmp_path / "wrong.pt")
     with pytest.raises(MotionDataError, match="84 inputs"):
-        pose.DistanceFieldPrior.load(tmp_path / "wrong.pt")
+        priors.DistanceFieldPrior.load(tmp_path / "wrong.pt")

@@ -14,7 +14,7 @@ from dagster import DagsterInstance, materialize
 
 from orchestration import assets
 from orchestration.resources import ProjectPaths
-from vimogen_core.bench.pose import DistanceFieldPrior
+from vimogen_core.bench.priors import DistanceFieldPrior
 from vimogen_core.curation import pipeline, take
 from vimogen_core.curation.raw_sources import SourcesConfig, build_sources, write_npz
 from vimogen_core.curation.shards import MANIFEST_NAME

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vimogen_core.bench.pose import BodyMesh
+from vimogen_core.bench.penetration import BodyMesh
 from vimogen_core.motion.kinematics import forward_kinematics, rest_joints24
 from vimogen_core.motion.motion import Motion
 from vimogen_core.motion.representation import features_to_joints, features_to_rotations
