@@ -16,7 +16,7 @@ from vimogen_core.errors import MotionDataError
 from vimogen_core.model.config import DiTConfig
 from vimogen_core.model.dit import ViMoGenDiT
 from vimogen_core.model.flow import ClassifierFreeGuidance, euler_sample
-from vimogen_core.motion.representation import FEATURE_DIM, Normalizer
+from vimogen_core.motion.representation import FEATURE_DIM, JOINT_POS, Normalizer
 from vimogen_core.train import checkpoint as ckpt
 from vimogen_core.train.config import TrainConfig
 
@@ -80,6 +80,19 @@ def _write_teacher_set(directory, corrupt=None) -> str:
 def _with_nan(features):
     features[5, 10] = np.nan
     return features
+
+
+def test_a_teacher_sample_outside_the_plausible_ranges_is_quarantined_with_its_reason():
+    from vimogen_core.curation.gates import motion_statistics
+    from vimogen_core.distill.teacher import TeacherSamplingConfig
+    from vimogen_core.motion.representation import features_to_joints
+
+    sunk = _clip_features()
+    sunk[:, JOINT_POS] -= np.tile([0.0, 0.0, 1.5], 22)  # every joint 1.5 m below the floor
+    stats = motion_statistics(features_to_joints(sunk), 20.0)
+    result = gate_teacher_sample("teacher-000000", "a person walks forward.", sunk, sunk, stats, "test", {},
+                                 TeacherSamplingConfig().gates, None)
+    assert "plausible_range" in result.gates and any("min_height" in r for r in result.reasons)
 
 
 def test_good_teacher_samples_pass_the_check(tmp_path):

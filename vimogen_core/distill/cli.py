@@ -52,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=int, default=StudentConfig.steps)
     train.add_argument("--batch-size", type=int, default=StudentConfig.batch_size)
     train.add_argument("--teacher-share", type=float, default=StudentConfig.teacher_share)
+    train.add_argument("--lr", type=float, default=StudentConfig.lr)
     train.add_argument("--resume", help="a checkpoint file, or 'auto'")
     train.add_argument("--quiet", action="store_true")
     train.set_defaults(func=cmd_train)
@@ -108,7 +109,7 @@ def cmd_train(args) -> int:
     from vimogen_core.sinks import NullSink, PrintSink
 
     config = StudentConfig(method=args.method, steps=args.steps, batch_size=args.batch_size,
-                           teacher_share=args.teacher_share)
+                           teacher_share=args.teacher_share, lr=args.lr)
     result = train_student(args.teacher, args.samples, args.out, config, sink=NullSink() if args.quiet else PrintSink(),
                            resume=args.resume, progress=not args.quiet)
     print(json.dumps(result.to_metadata()))

@@ -88,6 +88,11 @@ def gate_teacher_sample(sample_id: str, prompt: str, raw: np.ndarray, cleaned: n
         return Rejection(sample_id, TEACHER_SOURCE, "teacher", origin, ("non_finite",), (problem or "non-finite joints",))
     stats = {**stats, "feature_abs_max": float(np.abs(raw).max())}
     failures = evaluate_gates(stats, len(raw), (prompt,), "", TEACHER_SOURCE, joints, FPS, gates, judge)
+    # Captured data meets the suite's plausible ranges by construction; generated motion may not
+    # (the tiny champion sinks 1% of its motions over 0.8 m below the floor), so they gate too.
+    failures += [("plausible_range", f"{name[5:]} {stats[name[5:]]:.3g} outside [{low:g}, {high:g}]")
+                 for name, (low, high) in TEACHER_VALIDATION.stat_ranges
+                 if name.startswith("stat_") and not low <= stats[name[5:]] <= high]
     if failures:
         return Rejection(sample_id, TEACHER_SOURCE, "teacher", origin, tuple(g for g, _ in failures),
                          tuple(r for _, r in failures), stats)
