@@ -241,6 +241,8 @@ def read_bvh(path: str | os.PathLike) -> BvhClip:
                                     f"{'inside the hierarchy' if seen_hierarchy else 'before a HIERARCHY'})")
     n_frames, frame_time, first_frame_line = _motion_header(path, lines, motion_line)
     width = sum(len(c) for c in channels)
+    if width == 0:
+        raise MotionDataError(path, f"line {joint_lines[0]}: the hierarchy declares no CHANNELS, so frames hold no motion")
     frames = _frame_table(path, lines, first_frame_line, n_frames, width)
     return BvhClip(path, tuple(names), tuple(parents), np.asarray(offsets, dtype=np.float64), tuple(channels),
                    tuple(joint_lines), frame_time, frames)
@@ -303,7 +305,7 @@ def _frame_table(path: str, lines: list[str], first_line: int, n_frames: int, wi
         for row, index in enumerate(frame_rows):  # error path only: find the offending line
             for token in lines[first_line - 1 + index].split():
                 _number(path, first_line + int(index), token, f"a value of frame {row}")
-        raise
+        raise MotionDataError(path, f"line {first_line}: the frame values are not all numbers") from None
     bad = np.flatnonzero(~np.isfinite(table).all(axis=1))
     if len(bad):
         row = int(bad[0])
