@@ -14,7 +14,7 @@ from dagster import (
 
 from orchestration import pictures, registry
 from orchestration.resources import REPO_ROOT, MLflowTracking, ProjectPaths, RawDataWatch
-from vimogen_core.curation.records import SOURCES
+from vimogen_core.sources import SOURCES
 
 PARAMS = REPO_ROOT / "params.yaml"  # DVC and Dagster read the same parameters
 
@@ -79,7 +79,7 @@ SOURCE_PARTITIONS = StaticPartitionsDefinition(list(SOURCES))
 def raw_takes(context: AssetExecutionContext, config: SourcesRunConfig, paths: ProjectPaths,
               raw_data_watch: RawDataWatch) -> MaterializeResult:
     from vimogen_core.config_overrides import apply_overrides
-    from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
+    from vimogen_core.sources.raw_takes import SourcesConfig, build_sources
     from vimogen_core.motion.render import render_frames_png
     from vimogen_core.sources.deepmimic import load_builtin_clip
 

@@ -73,7 +73,7 @@ def materialize_all(state_dir: Path, config: dict, log_path: Path, echo=None) ->
     """The whole graph through the `dagster` CLI, as subprocesses: every source partition of the raw
     takes in one run (`--partition-range`), then everything downstream of them (`curated_samples*`).
     The full output goes to `log_path`; `echo(text)`, if given, gets the summary lines."""
-    from vimogen_core.curation.records import SOURCES
+    from vimogen_core.sources import SOURCES
 
     state_dir.mkdir(parents=True, exist_ok=True)
     env = demo_environment(state_dir)

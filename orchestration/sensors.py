@@ -11,8 +11,8 @@ from dagster import (
 )
 
 from orchestration.resources import ProjectPaths, RawDataWatch
-from vimogen_core.curation.raw_sources import INBOX_SUFFIXES as RAW_SUFFIXES  # take files and their captions
-from vimogen_core.curation.records import SOURCES
+from vimogen_core.sources import SOURCES
+from vimogen_core.sources.raw_takes import INBOX_SUFFIXES as RAW_SUFFIXES  # take files and their captions
 
 # Raw takes are refreshed per source by the raw-data sensor; the weekly run re-curates everything they hold.
 retrain_job = define_asset_job("weekly_retrain", selection=AssetSelection.all() - AssetSelection.groups("sources"),

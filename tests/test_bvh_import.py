@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
+from vimogen_core.sources.raw_takes import SourcesConfig, build_sources
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.export import EULER_ORDERS, Z_UP_TO_Y_UP, save_bvh
 from vimogen_core.motion.kinematics import forward_kinematics, rest_joints24

@@ -17,7 +17,7 @@ from vimogen_core.curation.gates import LocomotionJudge
 from vimogen_core.curation.config import CurationConfig
 from vimogen_core.curation.pipeline import curate_samples, curate_sources
 from vimogen_core.curation.take import curate_take, window_starts
-from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
+from vimogen_core.sources.raw_takes import SourcesConfig, build_sources
 from vimogen_core.curation.records import CuratedSample, RawSample, Rejection, assign_split
 from vimogen_core.motion.motion import Motion, canonicalize, mirror, resample
 from vimogen_core.sources.deepmimic import load_builtin_clip

@@ -16,7 +16,7 @@ from orchestration import assets
 from orchestration.resources import ProjectPaths
 from vimogen_core.bench.priors import DistanceFieldPrior
 from vimogen_core.curation import pipeline, take
-from vimogen_core.curation.raw_sources import SourcesConfig, build_sources, write_npz
+from vimogen_core.sources.raw_takes import SourcesConfig, build_sources, write_npz
 from vimogen_core.curation.shards import MANIFEST_NAME
 from vimogen_core.errors import MotionDataError
 from vimogen_core.model.dit import read_state_dict

@@ -11,7 +11,7 @@ from vimogen_core.cli import main as vimogen
 from vimogen_core.curation.expectations import ValidationConfig, validate_dataframe, validate_manifest
 from vimogen_core.curation.config import CurationConfig
 from vimogen_core.curation.pipeline import curate_sources
-from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
+from vimogen_core.sources.raw_takes import SourcesConfig, build_sources
 from vimogen_core.curation.sharding import write_shards
 
 

@@ -18,7 +18,7 @@ import torch
 from vimogen_core.curation.dataset import ShardDataset
 from vimogen_core.curation.config import CurationConfig
 from vimogen_core.curation.pipeline import curate_samples, curate_sources
-from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
+from vimogen_core.sources.raw_takes import SourcesConfig, build_sources
 from vimogen_core.curation.records import RawSample
 from vimogen_core.curation.sharding import write_shards
 from vimogen_core.curation.shards import ShardReader, iter_shard_samples

@@ -59,7 +59,7 @@ def _print(result) -> None:
 
 
 def cmd_sources(args) -> int:
-    from vimogen_core.curation.raw_sources import SourcesConfig, build_sources
+    from vimogen_core.sources.raw_takes import SourcesConfig, build_sources
 
     config = apply_overrides(SourcesConfig(), read_params(args.params, "sources"), f"{args.params}:sources")
     result = build_sources(args.out, config, **({"sources": tuple(args.sources)} if args.sources else {}), inbox=args.inbox)

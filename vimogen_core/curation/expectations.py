@@ -11,10 +11,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vimogen_core.curation.records import SOURCES, SPLITS
+from vimogen_core.curation.records import SPLITS
 from vimogen_core.curation.shards import read_manifest
 from vimogen_core.motion.representation import FEATURE_DIM
 from vimogen_core.files import atomic_write_bytes
+from vimogen_core.sources import SOURCES
 
 # Plausible ranges of the per-sample statistics (metres, m/s); finite values only.
 _STAT_RANGES = {

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from vimogen_core.motion.metrics import jitter_degree
-from vimogen_core.curation.records import VIDEO_SOURCES
+from vimogen_core.sources import VIDEO_SOURCES
 from vimogen_core.motion.skeleton import PARENTS
 
 _PARENT_INDEX = np.asarray(PARENTS[1:])  # parents of joints 1..21

@@ -344,6 +344,6 @@ def curate_sources(
     progress: bool = False,
 ) -> CurationResult:
     """Curate every take listed in a sources folder (`vimogen data sources` output)."""
-    from vimogen_core.curation.raw_sources import SourceIndex
+    from vimogen_core.curation.source_index import SourceIndex
 
     return curate_samples(SourceIndex(str(sources_dir)), out_dir, config, judge, workers, sink, progress)

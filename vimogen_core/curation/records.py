@@ -10,8 +10,6 @@ import numpy as np
 if TYPE_CHECKING:
     from vimogen_core.motion.motion import Motion
 
-SOURCES = ("optical_mocap", "in_the_wild_video", "synthetic_video")
-VIDEO_SOURCES = ("in_the_wild_video", "synthetic_video")
 SPLITS = ("train", "val", "test")
 
 

@@ -11,11 +11,12 @@ import torch
 from vimogen_core.curation.captions import clean_captions, mirror_caption
 from vimogen_core.curation.config import CurationConfig
 from vimogen_core.curation.gates import CaptionJudge, check_finite, evaluate_gates, motion_statistics, motion_statistics_batch
-from vimogen_core.curation.records import SOURCES, SPLITS, VIDEO_SOURCES, CuratedSample, RawSample, Rejection, assign_split
+from vimogen_core.curation.records import SPLITS, CuratedSample, RawSample, Rejection, assign_split
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.motion import canonicalize_arrays, mirror_joints, resample
 from vimogen_core.motion.representation import FEATURE_DIM, JOINT_POS, encode_features, mirror_features
 from vimogen_core.motion.skeleton import NUM_JOINTS
+from vimogen_core.sources import SOURCES, VIDEO_SOURCES
 
 _SPLIT_SYNONYMS = {"training": "train", "validation": "val", "valid": "val", "dev": "val", "testing": "test"}
 
