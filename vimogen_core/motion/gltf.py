@@ -25,6 +25,7 @@ import torch
 
 from vimogen_core.files import atomic_write_bytes
 from vimogen_core.motion.export import Z_UP_TO_Y_UP, estimate_offsets
+from vimogen_core.motion.kinematics import forward_kinematics
 from vimogen_core.motion.motion import Motion
 from vimogen_core.motion.rotations import matrix_to_quat
 from vimogen_core.motion.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS, rest_offsets24
@@ -128,9 +129,9 @@ def glb_bytes(motion: Motion, body: BodyBuilder | None = None, name: str = "moti
     times = (np.arange(motion.n_frames) / motion.fps).astype(np.float32)
 
     # Rest pose: identity rotations, pelvis at the origin; node translations are the bone offsets.
-    rest_joints = np.zeros((NUM_JOINTS, 3))
-    for j in range(1, NUM_JOINTS):
-        rest_joints[j] = rest_joints[PARENTS[j]] + offsets[j]
+    bones = np.concatenate([np.zeros((1, 3)), offsets[1:]])  # (22, 3), the pelvis at the origin
+    identity = torch.eye(3, dtype=torch.float64).expand(NUM_JOINTS, 3, 3)
+    rest_joints = forward_kinematics(identity, torch.zeros(3, dtype=torch.float64), bones)[0].numpy()  # (22, 3)
     nodes = []
     for j in range(NUM_JOINTS):
         node = {"name": JOINT_NAMES[j], "translation": [0.0, 0.0, 0.0] if j == 0 else [float(v) for v in offsets[j]]}
