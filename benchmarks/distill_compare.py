@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from vimogen_core.bench.light import compare_to_teacher
 from vimogen_core.distill.student import StudentConfig, load_light_generator, train_student
 from vimogen_core.train.generate import load_generator
@@ -30,10 +32,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--evaluator", help="a local judge / evaluator folder, for FID student vs teacher")
     parser.add_argument("--skip-training", action="store_true", help="score the students already in --out")
+    parser.add_argument("--teacher-cache", help="JSON of the teacher's side: read when present, else written")
     args = parser.parse_args()
 
     training, students = {}, {}
-    for method in args.methods.split(","):
+    for method in filter(None, args.methods.split(",")):
         out = Path(args.out) / method
         if not args.skip_training:
             config = StudentConfig(method=method, steps=args.steps, batch_size=args.batch_size,
@@ -46,8 +49,17 @@ def main() -> None:
         from vimogen_core.bench.evaluator import TextMotionEvaluator
 
         evaluator = TextMotionEvaluator.load(args.evaluator)
+    cache = Path(args.teacher_cache) if args.teacher_cache else None
+    teacher_side = None
+    if cache is not None and cache.is_file():
+        saved = json.loads(cache.read_text())
+        teacher_side = (saved["teacher"], None if saved["embeddings"] is None else np.asarray(saved["embeddings"]))
     scores = compare_to_teacher(load_generator(args.teacher), students, seeds=[1000 * i for i in range(args.seeds)],
-                                evaluator=evaluator)
+                                evaluator=evaluator, teacher_side=teacher_side)
+    embeddings = scores.pop("teacher_embeddings")
+    if cache is not None and teacher_side is None:
+        cache.write_text(json.dumps({"teacher": scores["teacher"],
+                                     "embeddings": None if embeddings is None else embeddings.tolist()}))
     print(json.dumps({"training": training, "budget": {"steps": args.steps, "batch_size": args.batch_size,
                                                         "teacher_share": args.teacher_share}, **scores}, indent=1))
 

@@ -260,3 +260,14 @@ def test_distil_end_to_end_on_a_small_teacher(checkpoints, tmp_path):
         assert student.step == 2 and np.isfinite(student.final_loss)
         motion = load_light_generator(student.checkpoint).generate(["a person walks forward."], 40, steps=1)[0]
         assert motion.shape == (40, FEATURE_DIM) and np.isfinite(motion).all()
+
+
+def test_distill_prompts_and_validate_commands(tmp_path, capsys):
+    out = tmp_path / "prompts.txt"
+    code, err = _run_cli(["distill", "prompts", "--out", str(out), "--count", "25"], capsys)
+    lines = out.read_text().splitlines()
+    assert code == 0 and len(lines) == 25, err
+    assert not {normalise(c) for c in training_captions()} & set(map(normalise, lines))
+    manifest = _write_teacher_set(tmp_path / "bad", corrupt=_with_nan)
+    assert cli_main(["distill", "validate", "--manifest", manifest, "--report", str(tmp_path / "report.json")]) == 1
+    assert "n_nonfinite" in (tmp_path / "report.json").read_text()

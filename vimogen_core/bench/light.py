@@ -56,9 +56,11 @@ def _side(generator, quality: Request, clips: Request, clip_variants, clip_names
 
 def compare_to_teacher(teacher, students: dict, student_steps: Sequence[int] = (1, 2, 4),
                        seeds: Sequence[int] = (0, 1000, 2000), teacher_steps: int = 50, teacher_cfg: float | None = None,
-                       evaluator=None) -> dict:
+                       evaluator=None, teacher_side: tuple[dict, np.ndarray | None] | None = None) -> dict:
     """teacher: a Generator (train/generate.py); students: name -> Generator, each scored at every
-    step count against the one teacher run; evaluator: a TextMotionEvaluator or None."""
+    step count against the one teacher run; evaluator: a TextMotionEvaluator or None.
+    `teacher_side`: the teacher's (scores, motion embeddings) of an earlier call on the same
+    prompts and seeds (the result's "teacher" and "teacher_embeddings"), instead of sampling it again."""
     from vimogen_core.motion.motion import mirror
     from vimogen_core.sources.deepmimic import load_builtin_clips
 
@@ -69,8 +71,13 @@ def compare_to_teacher(teacher, students: dict, student_steps: Sequence[int] = (
     clip_variants = [[c.motion.joints.numpy()[:-1], mirror(c.motion).joints.numpy()[:-1]] for c in built]
     clips = Request([c.captions[0] for c in built], [100] * len(built), list(seeds))
 
-    reference, teacher_emb = _side(teacher, quality, clips, clip_variants, clip_names, teacher_steps, teacher_cfg, evaluator)
-    reference["cfg"] = teacher.train_config.guidance_scale if teacher_cfg is None else teacher_cfg
+    if teacher_side is None:
+        reference, teacher_emb = _side(teacher, quality, clips, clip_variants, clip_names, teacher_steps, teacher_cfg,
+                                       evaluator)
+        reference = {"checkpoint": str(teacher.checkpoint), "step": teacher.step, **reference,
+                     "cfg": teacher.train_config.guidance_scale if teacher_cfg is None else teacher_cfg}
+    else:
+        reference, teacher_emb = teacher_side
     out = {}
     for name, student in students.items():
         rows = []
@@ -83,6 +90,6 @@ def compare_to_teacher(teacher, students: dict, student_steps: Sequence[int] = (
                 row["fid_to_teacher"] = round(frechet_distance(teacher_emb, emb), 4)
             rows.append(row)
         out[name] = {"checkpoint": str(student.checkpoint), "step": student.step, "results": rows}
-    return {"teacher": {"checkpoint": str(teacher.checkpoint), "step": teacher.step, **reference}, "students": out,
+    return {"teacher": reference, "teacher_embeddings": teacher_emb, "students": out,
             "motions_per_side": len(quality.prompts) * len(seeds), "seeds": list(seeds),
             "evaluator": "none" if evaluator is None else "local text-motion evaluator"}

@@ -131,5 +131,6 @@ def cmd_score(args) -> int:
     steps = [int(s) for s in args.student_steps.split(",")]
     scores = compare_to_teacher(load_generator(args.teacher), {"student": student}, steps,
                                 seeds=[1000 * i for i in range(args.seeds)], evaluator=evaluator)
+    scores.pop("teacher_embeddings")
     print(json.dumps(scores, indent=1))
     return 0
