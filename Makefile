@@ -8,10 +8,11 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
+export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv system-deps test test-fast demo ui mlflow-ui clean
+.PHONY: venv system-deps test test-fast demo ui mlflow-ui playground clean
 
 # Debian packages the slow tests drive: Blender's glTF importer (its numpy comes from Debian),
 # and a headless browser for the playground test.
@@ -52,6 +53,10 @@ ui: venv
 
 mlflow-ui: venv
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(STATE)/mlflow.db
+
+# The registry's champion (after `make demo`), or CHECKPOINT=path/to/step.pt -> http://127.0.0.1:7860
+playground: venv
+	$(VENV)/bin/vimogen playground $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 clean:
 	rm -rf $(STATE)

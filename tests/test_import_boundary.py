@@ -8,7 +8,7 @@ from pathlib import Path
 
 import vimogen_core
 
-FORBIDDEN = ("dagster", "mlflow", "dvc", "boto3", "great_expectations")
+FORBIDDEN = ("dagster", "mlflow", "dvc", "boto3", "great_expectations", "gradio")
 
 
 def test_vimogen_core_imports_without_the_orchestration_stack():

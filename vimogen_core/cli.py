@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "vimogen_core.train.cli",
     "vimogen_core.bench.cli",
     "vimogen_core.distill.cli",
+    "playground.cli",  # the web page (a serving layer outside the library); Gradio loads only when it runs
 )
 
 
