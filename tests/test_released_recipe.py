@@ -358,11 +358,48 @@ class _RecordingDiT(torch.nn.Module):
         return torch.zeros_like(x)
 
 
+def _recording_generator(monkeypatch):
+    """load_generator replaced by a Generator around a _RecordingDiT of the released size, with the
+    released statistics and the offline text encoder; returns the model and load_generator's arguments."""
+    from vimogen_core.model.config import get_preset
+    from vimogen_core.train import generate
+    from vimogen_core.train.conditioning import TextContext
+
+    model = _RecordingDiT(get_preset("released"))
+    loaded = {}
+
+    def fake_load_generator(checkpoint, device="cpu", expected_preset=None, use_ema=True):
+        loaded["use_ema"] = use_ema
+        return generate.Generator(model=model, model_config=model.config, train_config=get_train_preset("released"),
+                                  normalizer=Normalizer.from_released(SHARED / "reference"), text=TextContext("minilm", 226),
+                                  device=torch.device("cpu"), checkpoint=Path(checkpoint), step=0)
+
+    monkeypatch.setattr(generate, "load_generator", fake_load_generator)
+    return model, loaded
+
+
+@needs_mbench
+def test_bench_run_cli_takes_the_protocol_and_the_mbench_data(tmp_path, monkeypatch):
+    from vimogen_core.cli import main
+
+    data = tmp_path / "mbench" / "wan2.2"
+    data.mkdir(parents=True)
+    for entry in json.loads(MBENCH.read_text()):
+        if entry["use_ref_motion"] and entry["dimension"] == "Motion_Quality":
+            torch.save(_motion(48, seed=entry["global_id"]), data / f"{entry['global_id']}.pt")
+    model, loaded = _recording_generator(monkeypatch)
+    assert main(["bench", "run", "--checkpoint", str(tmp_path / "released.pt"), "--prompts", str(MBENCH),
+                 "--protocol", "released", "--mbench-data", str(tmp_path / "mbench"), "--dimension", "Jitter_Degree",
+                 "--out", str(tmp_path / "out")]) == 0
+    meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
+    assert (meta["protocol"], meta["n_prompts"], meta["n_reference_mode"], meta["n_text_mode"]) == ("released", 150, 31, 119)
+    assert loaded["use_ema"] is False and any(set(c["lengths"]) == {100} for c in model.calls)
+    assert any(60 in c["lengths"] for c in model.calls)  # 48 frames at 16 fps -> 60 at 20 fps
+
+
 @needs_mbench
 def test_bench_run_released_feeds_the_model_what_the_recipe_states(tmp_path, monkeypatch):
     from vimogen_core.bench import runner
-    from vimogen_core.model.config import get_preset
-    from vimogen_core.train import generate
     from vimogen_core.train.conditioning import TextContext
 
     entries = {e["global_id"]: e for e in json.loads(MBENCH.read_text())}
@@ -376,16 +413,7 @@ def test_bench_run_released_feeds_the_model_what_the_recipe_states(tmp_path, mon
     for gid in marked:  # precomputed embeddings (at the test encoder's width) with a recognisable value
         torch.save(torch.full((5, 384), float(gid + 1)), data / "wanvideo_text_features" / "prompt_motion_detailed" / f"{gid}.pt")
 
-    model = _RecordingDiT(get_preset("released"))
-    loaded = {}
-
-    def fake_load_generator(checkpoint, device="cpu", expected_preset=None, use_ema=True):
-        loaded["use_ema"] = use_ema
-        return generate.Generator(model=model, model_config=model.config, train_config=get_train_preset("released"),
-                                  normalizer=Normalizer.from_released(SHARED / "reference"), text=TextContext("minilm", 226),
-                                  device=torch.device("cpu"), checkpoint=Path(checkpoint), step=0)
-
-    monkeypatch.setattr(generate, "load_generator", fake_load_generator)
+    model, loaded = _recording_generator(monkeypatch)
     result = runner.run_mbench(tmp_path / "released.pt", prompts_path=MBENCH, out_dir=tmp_path / "out",
                                protocol="released", mbench_data=data, judge_factory=None, pose_scorer_factory=None)
     assert loaded["use_ema"] is False  # raw weights
