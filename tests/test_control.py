@@ -202,3 +202,17 @@ def test_served_model_takes_the_control_columns(generator, clips):
     assert np.linalg.norm(walked[60, 0, :2] - [1.0, 2.0]) < 0.02
     with pytest.raises(MlflowException, match="row 0 trajectory: unknown key"):
         served.predict(None, pd.DataFrame({"prompt": ["walk"], "trajectory": [json.dumps({"path": []})]}))
+
+
+def test_a_trajectory_heading_turns_the_body(generator):
+    from vimogen_core.motion.cleanup import facing_turn_angle
+    from vimogen_core.motion.representation import features_to_rotations
+
+    path = RootTrajectory(waypoints=np.array([[0.0, 0.0], [0.0, 1.5]]), times=np.array([0.0, 3.0]),
+                          heading_deg=np.array([0.0, 90.0]))
+    out = generate_controlled(generator, ["a person walks"], [combine([path], 80)], steps=2)[0]
+    local, _ = features_to_rotations(torch.from_numpy(out.astype(np.float64)))
+    faces = np.degrees(-facing_turn_angle(local[:, 0]).numpy())
+    wanted = np.linspace(0.0, 90.0, 61)
+    assert np.abs(np.angle(np.exp(1j * np.radians(faces[:61] - wanted)), deg=True)).max() < 1.0
+    assert np.linalg.norm(joints(out)[60, 0, :2] - [0.0, 1.5]) < 0.01

@@ -53,6 +53,7 @@ class Targets:
     sources: tuple[str, ...]
     relative_joints: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     relative_positions: np.ndarray | None = None
+    heading: np.ndarray | None = None  # (T,) radians the body faces (0: +Y), NaN where free
 
     @classmethod
     def empty(cls, n_frames: int) -> "Targets":
@@ -108,11 +109,17 @@ class Targets:
         if len(relative.relative_joints) and absolute.joint_mask[:, relative.relative_joints].any():
             raise ConstraintError(f"contradictory constraints: {', '.join(absolute.sources)} pins joints that "
                                   f"{', '.join(relative.sources)} keeps from its source")
+        if self.heading is not None and other.heading is not None:
+            raise ConstraintError("contradictory constraints: two trajectories give a heading")
+        if (self.heading is not None or other.heading is not None) and (self.rotation_channels[:, ROOT_ROT6D].any()
+                                                                      or other.rotation_channels[:, ROOT_ROT6D].any()):
+            raise ConstraintError("contradictory constraints: a heading and a pinned root orientation")
         return Targets(self.mask | other.mask, np.where(other.mask, other.values, self.values),
                        self.joint_mask | other.joint_mask,
                        np.where(other.joint_mask, other.joint_values, self.joint_values),
                        self.rotation_channels | other.rotation_channels, self.sources + other.sources,
-                       relative.relative_joints, relative.relative_positions)
+                       relative.relative_joints, relative.relative_positions,
+                       self.heading if self.heading is not None else other.heading)
 
 
 def pose_in_heading_frame(feats: np.ndarray) -> np.ndarray:
@@ -214,11 +221,27 @@ class Keyframes:
 class RootTrajectory:
     """The pelvis's ground path: `xy` (T, 2) per frame, or `waypoints` (N, 2) reached at `times`
     (N,) seconds and joined by straight lines at constant speed between them (the pelvis is free
-    before the first and after the last)."""
+    before the first and after the last). `heading_deg` (one per xy row or waypoint, optional):
+    the way the body faces, degrees counter-clockwise from +Y (90 = facing -X)."""
 
     xy: np.ndarray | None = None
     waypoints: np.ndarray | None = None
     times: np.ndarray | None = None
+    heading_deg: np.ndarray | None = None
+
+    def headings(self, n_frames: int, frames: np.ndarray) -> np.ndarray | None:
+        """(F,) radians at the path's frames (waypoint headings interpolated the short way round)."""
+        if self.heading_deg is None:
+            return None
+        degrees = _finite("trajectory heading_deg", self.heading_deg)
+        rows = len(self.xy) if self.xy is not None else len(self.waypoints)
+        if degrees.shape != (rows,):
+            raise ConstraintError(f"trajectory: heading_deg needs one value per {'xy row' if self.xy is not None else 'waypoint'} "
+                                  f"({rows}), got shape {degrees.shape}")
+        radians = np.unwrap(np.radians(degrees.astype(np.float64)))
+        if self.xy is not None:
+            return radians
+        return np.interp(frames / FPS, np.asarray(self.times, dtype=np.float64), radians)
 
     def path(self, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
         """(frames (F,), xy (F, 2)) of the pinned pelvis positions."""
@@ -253,6 +276,10 @@ class RootTrajectory:
         frames, xy = self.path(n_frames)
         targets = Targets.empty(n_frames)
         targets.pin_joints(frames, np.array([0]), xy[:, None, :], axes=(0, 1))
+        heading = self.headings(n_frames, frames)
+        if heading is not None:
+            targets.heading = np.full(n_frames, np.nan)
+            targets.heading[frames] = heading
         targets.sources = ("trajectory",)
         return targets
 

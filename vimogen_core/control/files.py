@@ -4,8 +4,9 @@ columns); README "Motion control" documents the formats.
 - keyframes: {"frames": [20, 60], "joints": ["pelvis", "left_wrist"], "positions": [[[x, y, z], ...], ...]}
   (K frames x J joints x 3, metres), or {"frames": [...], "poses": "walk.npy"} for full-body poses
   taken from those frames of a (T, 276) features file (or "poses": [[276 numbers], ...]).
-- trajectory: {"xy": [[x, y], ...]} per frame, or {"waypoints": [[x, y], ...], "times": [s, ...]};
-  a (T, 2) .npy is the per-frame form.
+- trajectory: {"xy": [[x, y], ...]} per frame, or {"waypoints": [[x, y], ...], "times": [s, ...]},
+  optionally "heading_deg": one per row or waypoint (degrees counter-clockwise from +Y); a (T, 2)
+  .npy is the per-frame form.
 - timeline: {"segments": [{"prompt": "...", "seconds": 5}, ...]} (or the bare list).
 Paths inside a JSON file are relative to that file. Every problem names the file.
 """
@@ -68,10 +69,12 @@ def keyframes_from_json(value: Any, where: str, base: Path | None = None) -> Key
 
 
 def trajectory_from_json(value: Any, where: str) -> RootTrajectory:
-    value = _object(value, where, {"xy", "waypoints", "times"})
+    value = _object(value, where, {"xy", "waypoints", "times", "heading_deg"})
     return RootTrajectory(xy=None if "xy" not in value else _array(value["xy"], f"{where} xy"),
                           waypoints=None if "waypoints" not in value else _array(value["waypoints"], f"{where} waypoints"),
-                          times=None if "times" not in value else _array(value["times"], f"{where} times"))
+                          times=None if "times" not in value else _array(value["times"], f"{where} times"),
+                          heading_deg=None if "heading_deg" not in value else _array(value["heading_deg"],
+                                                                                     f"{where} heading_deg"))
 
 
 def timeline_from_json(value: Any, where: str) -> list[Segment]:

@@ -124,6 +124,8 @@ def enforce(feats: np.ndarray, targets: Targets, fade: float = FADE_FRAMES) -> n
     f = torch.where(rotations, torch.from_numpy(targets.values.astype(np.float64)), f)
     local, _ = features_to_rotations(f)
     joints = features_to_joints(f).numpy().copy()  # (T, 22, 3)
+    if targets.heading is not None:
+        local, joints = _turned_to_heading(local, joints, targets.heading, fade)
     mask, values = targets.joint_mask, targets.joint_values
     for joint in range(NUM_JOINTS):  # parents first: a child's offset is what remains after its parent's
         if joint == 1 and len(targets.relative_joints):  # the pelvis is final now
@@ -134,6 +136,23 @@ def enforce(feats: np.ndarray, targets: Targets, fade: float = FADE_FRAMES) -> n
         offset = np.where(pinned, values[:, joint] - joints[:, joint], 0.0)
         joints[:, SUBTREES[joint]] += spread_correction(offset, pinned, fade)[:, None, :]
     return encode_features(*extend_one_frame(local, torch.from_numpy(joints))).float().numpy()
+
+
+def _turned_to_heading(local: torch.Tensor, joints: np.ndarray, heading: np.ndarray,
+                       fade: float) -> tuple[torch.Tensor, np.ndarray]:
+    """Each frame's body turned about its pelvis so it faces `heading` (radians, NaN: free; the
+    turn fades out around the given frames like a pinned offset)."""
+    current = -facing_turn_angle(local[:, 0]).numpy()  # (T,) the way each frame faces now
+    given = ~np.isnan(heading)
+    delta = np.angle(np.exp(1j * (np.nan_to_num(heading) - current)))  # wrapped to (-pi, pi]
+    delta = np.unwrap(np.where(given, delta, 0.0))
+    turn_by = spread_correction(np.where(given, delta, 0.0)[:, None], given[:, None], fade)[:, 0]
+    turn = rot.rotation_about_z(torch.from_numpy(turn_by)).to(local.dtype)  # (T, 3, 3)
+    local = local.clone()
+    local[:, 0] = turn @ local[:, 0]
+    pelvis = joints[:, :1]
+    joints = pelvis + np.einsum("tij,tkj->tki", turn.numpy(), joints - pelvis)
+    return local, joints
 
 
 def _with_relative(targets: Targets, local: torch.Tensor, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
