@@ -1,9 +1,9 @@
 """Streaming curation: raw takes -> resampled, canonicalised, windowed, mirrored, gated samples.
 
-Takes flow through one at a time, so memory stays bounded however many takes there are; accepted
-samples stream into chunk shards (written on a second thread), rejected ones into the quarantine
-manifest with their reasons. With several workers, each process curates its own share of the takes
-from a TakeSource into its own chunks.
+Takes flow through one at a time (each curated by `take.curate_or_quarantine`), so memory stays
+bounded however many takes there are; accepted samples stream into chunk shards (written on a
+second thread), rejected ones into the quarantine manifest with their reasons. With several
+workers, each process curates its own share of the takes from a TakeSource into its own chunks.
 """
 from __future__ import annotations
 
