@@ -27,6 +27,9 @@ from vimogen_core.train.generate import MAX_FRAMES, Generator
 CHECKPOINT_STEPS = 50  # `vimogen generate`'s default; a registered model brings its own serving steps
 MAX_STEPS = 200
 DOWNLOADS = ("glb", "bvh", "npz")
+# The viewer's orbit camera (degrees about glTF's Y up, then from the pole): a front three-quarter
+# view, since a motion starts facing +Y in the project's frame, -Z in glTF's.
+CAMERA_ORBIT = (-60, 75, None)  # None: the viewer picks the distance that frames the whole motion
 EXAMPLES = ["a person walks forward", "a person jumps up and down", "a person does a cartwheel"]
 
 
@@ -148,7 +151,7 @@ def build_app(loaded: LoadedModel, out_root: Path):
                 status = gr.Markdown("Enter a prompt and press Generate.", elem_id="status")
             with gr.Column(scale=2):
                 view = gr.Model3D(label="Motion (GLB, orbit with the mouse)", clear_color=(0.95, 0.95, 0.97, 1.0),
-                                  height=480, elem_id="view")
+                                  camera_position=CAMERA_ORBIT, height=480, elem_id="view")
                 video = gr.Video(label="Rendered video", elem_id="video", autoplay=True, loop=True)
                 files = gr.File(label="Downloads: GLB, BVH, NPZ", file_count="multiple", elem_id="downloads")
         features = gr.State()
