@@ -24,7 +24,6 @@ from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.skeleton import FPS
 from vimogen_core.train.generate import MAX_FRAMES, Generator
 
-CHECKPOINT_STEPS = 50  # `vimogen generate`'s default; a registered model brings its own serving steps
 MAX_STEPS = 200
 DOWNLOADS = ("glb", "bvh", "npz")
 # The viewer's orbit camera (degrees about glTF's Y up, then from the pole): a front three-quarter
@@ -47,7 +46,9 @@ def load_model(model: str | None = None, checkpoint: str | None = None) -> Loade
 
     if checkpoint:
         generator = load_generator(checkpoint)
-        return LoadedModel(generator, CHECKPOINT_STEPS, f"checkpoint {checkpoint} (step {generator.step})")
+        # `vimogen generate`'s default (50; 4 for a ViMoGen-light student); a registered model
+        # brings its own serving steps
+        return LoadedModel(generator, generator.default_steps, f"checkpoint {checkpoint} (step {generator.step})")
     import mlflow
     from mlflow.exceptions import MlflowException
 

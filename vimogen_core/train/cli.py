@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-EXPORT_FORMATS = ("bvh", "npz", "mp4", "gif")
+EXPORT_FORMATS = ("bvh", "glb", "npz", "mp4", "gif")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
