@@ -10,7 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     play = subparsers.add_parser("playground", help="a web page to try a model: prompt in, 3D motion out")
     source = play.add_mutually_exclusive_group()
     source.add_argument("--model", default=None,
-                        help=f"an MLflow model URI (default {DEFAULT_MODEL}; models:/vimogen-light@champion for the student)")
+                        help=f"an MLflow model URI (default {DEFAULT_MODEL}); any model registered with the project's "
+                             "pyfunc wrapper, e.g. a ViMoGen-light student registered as vimogen-light")
     source.add_argument("--checkpoint", help="a training checkpoint (.pt) instead of the registry")
     play.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     play.add_argument("--port", type=int, default=7860)
