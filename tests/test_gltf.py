@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+import trimesh
 from pygltflib import GLTF2
 from scipy.spatial.transform import Rotation
 
@@ -143,6 +143,10 @@ def test_glb_hierarchy_accessors_and_bounds(cartwheel):
     assert np.allclose(_accessor(gltf, primitive.attributes.WEIGHTS_0).sum(1), 1.0)
     faces = _accessor(gltf, primitive.indices)
     assert len(faces) % 3 == 0 and faces.max() < len(positions)
+    # A second reader (trimesh) finds the same single body mesh.
+    scene = trimesh.load(str(path))
+    (mesh,) = scene.geometry.values()
+    assert len(mesh.vertices) == len(positions) and len(mesh.faces) * 3 == len(faces)
     ibm = _accessor(gltf, skin.inverseBindMatrices).reshape(NUM_JOINTS, 4, 4).transpose(0, 2, 1)
     rest = _node_world_positions_rest(gltf)
     assert np.allclose(ibm[:, :3, :3], np.eye(3)) and np.allclose(ibm[:, :3, 3], -rest, atol=1e-6)
