@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from vimogen_core.control.files import CONTROL_COLUMNS
+from vimogen_core.control.timeline import generate_any_length
 
 DEFAULT_FRAMES = 100
 
@@ -73,8 +74,9 @@ class VimogenPyfunc(mlflow.pyfunc.PythonModel):
             if any(value is not None for row in controls for value in row.values()):
                 feats = self._controlled(prompts, frames, refs, controls, seed)
             else:
-                feats = self.generator.generate(prompts, frames, ref_motions=refs if any(r is not None for r in refs) else None,
-                                                steps=self.steps, cfg_scale=self.cfg_scale, seed=seed)
+                feats = generate_any_length(self.generator, prompts, frames,
+                                            ref_motions=refs if any(r is not None for r in refs) else None,
+                                            steps=self.steps, cfg_scale=self.cfg_scale, seed=seed)
         except (ValueError, MotionDataError) as err:  # json errors are ValueErrors too
             raise bad_request(str(err)) from err
         rows = []
@@ -106,6 +108,7 @@ class VimogenPyfunc(mlflow.pyfunc.PythonModel):
                 out.append(generate_controlled(self.generator, [prompts[i]], [targets], steps=self.steps,
                                                cfg_scale=self.cfg_scale, seed=seed + i)[0])
             else:
-                out.extend(self.generator.generate([prompts[i]], frames[i], ref_motions=[refs[i]] if refs[i] is not None
-                                                   else None, steps=self.steps, cfg_scale=self.cfg_scale, seed=seed + i))
+                out.extend(generate_any_length(self.generator, [prompts[i]], [frames[i]],
+                                               ref_motions=[refs[i]] if refs[i] is not None else None,
+                                               steps=self.steps, cfg_scale=self.cfg_scale, seed=seed + i))
         return out

@@ -216,3 +216,19 @@ def test_a_trajectory_heading_turns_the_body(generator):
     wanted = np.linspace(0.0, 90.0, 61)
     assert np.abs(np.angle(np.exp(1j * np.radians(faces[:61] - wanted)), deg=True)).max() < 1.0
     assert np.linalg.norm(joints(out)[60, 0, :2] - [0.0, 1.5]) < 0.01
+
+
+def test_motions_longer_than_the_training_windows_are_continued_in_windows(generator, monkeypatch):
+    from vimogen_core.control import timeline
+
+    window = timeline.trained_window(generator)  # 80% of the 200-frame training windows
+    assert window == 160
+    short = generator.generate(["a person walks"], 60, steps=2, seed=5)[0]
+    calls = []
+    real = timeline.generate_controlled
+    monkeypatch.setattr(timeline, "generate_controlled", lambda *a, **k: calls.append(a[2][0].n_frames) or real(*a, **k))
+    out = timeline.generate_any_length(generator, ["x", "a person walks", "a person runs"], [300, 60, 120], steps=2,
+                                       seed=4)
+    assert [len(f) for f in out] == [300, 60, 120]
+    assert np.allclose(out[1], short, atol=1e-5)  # seeded by its position, as in one batch
+    assert calls == [20 + 150]  # 300 frames: a 150-frame window, then 150 more after a 20-frame prefix

@@ -57,6 +57,9 @@ class Protocol:
     cleanup: bool
     joints: Callable[[np.ndarray], np.ndarray]  # (T, 276) features -> (T, 22, 3) joints for scoring
     joints_name: str
+    # Text-mode motions longer than the checkpoint trained well are continued window by window
+    # (control.timeline.generate_any_length) instead of sampled in one piece past its windows.
+    long_motions_in_windows: bool = False
 
 
 PROTOCOLS = {
@@ -64,7 +67,7 @@ PROTOCOLS = {
     # duration, EMA weights, the preset's sampler and guidance, the clean-up (which makes the two
     # joint decodes agree, so reading the position channels is exact).
     "project": Protocol("project", "prompt", None, False, True, None, None, True, _position_joints,
-                        "position channels (126:192)"),
+                        "position channels (126:192)", long_motions_in_windows=True),
     "released": Protocol("released", "prompt_motion_detailed", RELEASED_TEXT_FRAMES, True, False, "released", 5.0, False,
                          _integrated_joints, "velocity channels integrated from frame 0"),
 }

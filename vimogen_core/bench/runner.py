@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -446,9 +447,19 @@ def generate_motions(checkpoint: str | os.PathLike, prompts: Sequence[BenchPromp
     options = {k: v for k, v in {"steps": steps, "cfg_scale": cfg_scale}.items() if v is not None}
     out: dict[str, LoadedMotion] = {r.prompt.key: LoadedMotion(None, None, r.error) for r in requests if r.error}
     ordered = sorted((r for r in requests if r.error is None), key=lambda r: (r.n_frames, r.prompt.global_id))
-    features = generator.generate([r.text for r in ordered], n_frames=[r.n_frames for r in ordered],
-                                  ref_motions=[r.reference for r in ordered], seed=seed, batch_size=batch_size,
-                                  progress=True, **options) if ordered else []
+    generate = generator.generate
+    if spec.long_motions_in_windows:
+        from vimogen_core.control.timeline import generate_any_length, trained_window
+
+        generate = partial(generate_any_length, generator)
+        window = trained_window(generator)
+        n_long = sum(1 for r in ordered if r.use_text and r.n_frames > window)
+        if n_long:
+            notes.append(f"{n_long} text-mode motions longer than {window} frames (80% of the checkpoint's longest "
+                         "training window) continued in windows of that length")
+    features = generate([r.text for r in ordered], n_frames=[r.n_frames for r in ordered],
+                        ref_motions=[r.reference for r in ordered], seed=seed, batch_size=batch_size,
+                        progress=True, **options) if ordered else []
     for request, feats in zip(ordered, features, strict=True):
         key = request.prompt.key
         feats = np.asarray(feats, dtype=np.float32)

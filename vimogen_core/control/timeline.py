@@ -133,3 +133,38 @@ def joined(feats: np.ndarray, seams: list[int], sigma: float = SEAM_SIGMA) -> np
         smoothed = gaussian_smooth(joints.reshape(len(f), -1), sigma).reshape(joints.shape)
         joints = (1 - blend) * joints + blend * smoothed
     return encode_features(*extend_one_frame(local, joints)).float().numpy()
+
+
+def trained_window(generator) -> int:
+    """The longest motion one window makes well: 80% of the checkpoint's longest training window.
+    Positions near the end of the training windows are rarely trained (a random 40..max crop
+    reaches them seldom) and there the bodies come apart: the demo's tiny model (max_frames=100)
+    has a 95th-percentile bone-length sum of 36 m over 120-frame motions, 7.3 m (about its
+    skeleton's) when they are made of 80-frame windows."""
+    return max(2 * OVERLAP_FRAMES, int(0.8 * generator.train_config.max_frames))
+
+
+def generate_any_length(generator, prompts: list[str], n_frames: list[int], ref_motions=None, steps: int = 50,
+                        cfg_scale: float | None = None, seed: int = 0, batch_size: int = 32,
+                        progress: bool = False) -> list[np.ndarray]:
+    """`generator.generate` for every length: text-mode motions longer than `trained_window` are
+    continued window by window like a one-segment timeline (seeded by their position, as the
+    batch seeds the rest); reference-mode ones and the others go through the batch as they are."""
+    lengths = [int(n_frames)] * len(prompts) if np.isscalar(n_frames) else [int(n) for n in n_frames]
+    refs = list(ref_motions) if ref_motions is not None else [None] * len(prompts)
+    window = trained_window(generator)
+    long = [i for i, (n, ref) in enumerate(zip(lengths, refs)) if n > window and ref is None]
+    short = [i for i in range(len(prompts)) if i not in set(long)]
+    out: list[np.ndarray | None] = [None] * len(prompts)
+    if short:
+        made = generator.generate([prompts[i] for i in short], [lengths[i] for i in short],
+                                  ref_motions=[refs[i] for i in short] if any(r is not None for r in refs) else None,
+                                  steps=steps, cfg_scale=cfg_scale, seeds=[seed + i for i in short], batch_size=batch_size,
+                                  progress=progress)
+        for i, feats in zip(short, made):
+            out[i] = feats
+    for i in long:
+        generator.check_request([prompts[i]], lengths[i], None)
+        out[i] = generate_timeline(generator, [Segment(prompts[i], lengths[i] / FPS)], steps=steps, cfg_scale=cfg_scale,
+                                   seed=seed + i, window=window)
+    return out

@@ -161,9 +161,12 @@ def cmd_generate(args) -> int:
 
         motions = generate_controlled(generator, prompts, [combine(constraints, args.frames)], steps=steps,
                                       cfg_scale=args.cfg, seed=args.seed, method=args.control_method)
-    else:
-        motions = generator.generate(prompts, args.frames, ref_motions=refs, steps=steps, cfg_scale=args.cfg,
-                                     seed=args.seed, batch_size=args.batch_size, progress=len(prompts) > args.batch_size)
+    else:  # text-mode motions longer than the checkpoint's windows are continued window by window
+        from vimogen_core.control.timeline import generate_any_length
+
+        motions = generate_any_length(generator, prompts, [args.frames] * len(prompts), ref_motions=refs, steps=steps,
+                                      cfg_scale=args.cfg, seed=args.seed, batch_size=args.batch_size,
+                                      progress=len(prompts) > args.batch_size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     index = []

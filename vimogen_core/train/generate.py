@@ -90,12 +90,16 @@ class Generator:
     @torch.no_grad()
     def generate(self, prompts: list[str], n_frames: int | list[int], ref_motions: list[np.ndarray] | None = None,
                  steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 32,
-                 smooth: bool = True, progress: bool = False) -> list[np.ndarray]:
+                 smooth: bool = True, progress: bool = False, seeds: list[int] | None = None) -> list[np.ndarray]:
         """Motions as de-normalised (T, 276) float32 features, one per prompt. A sample with a
         reference motion (un-normalised (T_ref, 276) features) is generated in reference mode,
         conditioned on it alone; the others in text mode with guidance `cfg_scale` (default: the
-        training preset's `guidance_scale`); `steps` Euler steps (default: `default_steps`)."""
+        training preset's `guidance_scale`); `steps` Euler steps (default: `default_steps`). Motion i
+        draws its noise from seed + i, or from `seeds[i]` where a caller keeps the seeds of a larger request."""
         prompts, lengths, refs = self.check_request(prompts, n_frames, ref_motions)
+        seeds = [seed + i for i in range(len(prompts))] if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         steps = self.default_steps if steps is None else steps
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -115,14 +119,14 @@ class Generator:
         for start in chunks:
             stop = min(start + batch_size, len(prompts))
             out.extend(self._generate_batch(prompts[start:stop], lengths[start:stop], refs[start:stop],
-                                            steps, cfg_scale, seed + start, smooth))
+                                            steps, cfg_scale, seeds[start:stop], smooth))
         return out
 
-    def _generate_batch(self, prompts, lengths, refs, steps, cfg_scale, seed, smooth) -> list[np.ndarray]:
-        return self.finish(self.sample(prompts, lengths, refs, steps, cfg_scale, seed), lengths, smooth, self.cleanup)
+    def _generate_batch(self, prompts, lengths, refs, steps, cfg_scale, seeds, smooth) -> list[np.ndarray]:
+        return self.finish(self.sample(prompts, lengths, refs, steps, cfg_scale, seeds), lengths, smooth, self.cleanup)
 
     def sample(self, prompts: list[str], lengths: list[int], refs: list[np.ndarray | None], steps: int,
-               cfg_scale: float, seed: int, steer=None) -> torch.Tensor:
+               cfg_scale: float, seed: int | list[int], steer=None) -> torch.Tensor:
         """(B, T_max, 276) normalised samples of one batch (padding zeroed). `steer` (the motion
         control's hook, `vimogen_core.control`) may wrap the guided velocity and correct the state
         after each step: steer.velocity(velocity_fn, noise) -> velocity_fn, steer.after_step."""
@@ -150,7 +154,8 @@ class Generator:
         # different sizes, so drawing at the batch's t_max would tie a motion to its batch mates.
         noise = torch.zeros(b, t_max, FEATURE_DIM)
         for i, n in enumerate(lengths):
-            noise[i, :n] = torch.randn(n, FEATURE_DIM, generator=torch.Generator().manual_seed(seed + i))
+            row_seed = seed + i if isinstance(seed, int) else seed[i]  # a list: each motion's own
+            noise[i, :n] = torch.randn(n, FEATURE_DIM, generator=torch.Generator().manual_seed(row_seed))
         noise = noise.to(device)  # (B, T, 276)
         after_step = None
         if steer is not None:
