@@ -92,7 +92,19 @@ def generate_files(loaded: LoadedModel, prompt: str, frames: int, steps: int, se
     from vimogen_core.motion.export import export_features
 
     report(0.05, f"sampling {frames} frames with {steps} steps")
-    feats = loaded.generator.generate([prompt], frames, steps=steps, seed=seed)[0]
+    done = 0
+
+    def after_forward(module, inputs, output):
+        # Guided sampling runs one forward of the network per Euler step (ClassifierFreeGuidance.wrap).
+        nonlocal done
+        done += 1
+        report(0.05 + 0.75 * min(done / steps, 1.0), f"step {done} of {steps}")
+
+    hook = loaded.generator.model.register_forward_hook(after_forward)
+    try:
+        feats = loaded.generator.generate([prompt], frames, steps=steps, seed=seed)[0]
+    finally:
+        hook.remove()
     report(0.8, "writing GLB, BVH and NPZ")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"features": out_dir / "motion.features.npy"}

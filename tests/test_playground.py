@@ -106,7 +106,7 @@ def test_page_generates_the_motion_and_names_bad_input(checkpoint, tmp_path):
 def test_registry_champion_loads_with_its_serving_steps(checkpoint, tmp_path, monkeypatch):
     from orchestration.registry import register_candidate
     from orchestration.resources import MLflowTracking, ProjectPaths
-    from playground.app import load_model
+    from playground.app import generate_files, load_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -119,7 +119,11 @@ def test_registry_champion_loads_with_its_serving_steps(checkpoint, tmp_path, mo
 
     loaded = load_model("models:/vimogen@champion")
     assert loaded.steps == 20 and loaded.generator.step == 2 and "models:/vimogen@champion" in loaded.source
-    feats = loaded.generator.generate(["a person waves"], 12, steps=2, seed=0)[0]
-    assert feats.shape == (12, 276)
+    reports = []
+    paths = generate_files(loaded, "a person waves", 12, 3, 0, tmp_path / "out",
+                           report=lambda fraction, message: reports.append((fraction, message)))
+    assert [m for _, m in reports if m.startswith("step")] == ["step 1 of 3", "step 2 of 3", "step 3 of 3"]
+    assert [f for f, _ in reports] == sorted(f for f, _ in reports)  # the bar only moves forward
+    assert np.load(paths["features"]).shape == (12, 276) and all(paths[fmt].is_file() for fmt in ("glb", "bvh", "npz"))
     with pytest.raises(ValueError, match="models:/vimogen@nosuchalias"):
         load_model("models:/vimogen@nosuchalias")
