@@ -45,7 +45,7 @@ def test_every_runtime_dependency_is_imported_or_named_with_its_reason():
     for module, distributions in importlib.metadata.packages_distributions().items():
         for distribution in distributions:
             modules_of.setdefault(_normalised(distribution), set()).add(module)
-    imported = _top_level_imports(("vimogen_core", "orchestration"))
+    imported = _top_level_imports(("vimogen_core", "orchestration", "playground"))
     unused = sorted(d for d in declared - set(USED_WITHOUT_IMPORT) if not modules_of.get(d, set()) & imported)
     assert not unused, f"declared runtime dependencies that nothing imports: {unused}"
     assert set(USED_WITHOUT_IMPORT) <= declared, "a reason for a dependency that is no longer declared"
