@@ -1,7 +1,7 @@
 """What generating from the playground page costs over the CLI with the same settings; prints JSON.
 
 Side by side in one run, alternating, so both see the same machine load:
-- cli: the library calls `vimogen generate` makes once its model is loaded (`Generator.generate`,
+- cli: the library calls `vimogen generate` makes once its model is loaded (`generate_any_length`,
   then the GLB/BVH/NPZ exports the page also writes), in this process;
 - page: a real `vimogen playground` process driven in headless Chromium, from the click on
   Generate until the status line says the motion is there (the 3D view then fetches the GLB; the
@@ -35,6 +35,7 @@ def main() -> None:
     from playground.app import DOWNLOADS, load_model
     from playground.browser import Page, chromium, free_port, start_server, stop_server
     from vimogen_core.body.procedural import build_procedural_smpl
+    from vimogen_core.control.timeline import generate_any_length
     from vimogen_core.motion.export import export_features
     from vimogen_core.motion.skeleton import FPS
 
@@ -49,7 +50,7 @@ def main() -> None:
 
     def cli_once() -> float:
         begin = time.perf_counter()
-        feats = generator.generate([args.prompt], args.frames, steps=args.steps, seed=args.seed)[0]
+        feats = generate_any_length(generator, [args.prompt], [args.frames], steps=args.steps, seed=args.seed)[0]
         for fmt in DOWNLOADS:
             export_features(feats, fmt, str(work / f"cli.{fmt}"), body=build_procedural_smpl)
         return time.perf_counter() - begin

@@ -4,8 +4,8 @@ the procedural body), a rendered video and BVH/GLB/NPZ downloads out.
 Offline by construction: Gradio's analytics are off before it is imported, its fonts are the
 bundled local ones, and the 3D view is the Babylon.js viewer bundled in the Gradio wheel (its
 default environment ships as a local module), so the page loads nothing but 127.0.0.1.
-Generation is the library's: `Generator.generate` (the same call `vimogen generate` makes, with
-the same clean-up) and `export_features` for every file, so the page and the CLI agree.
+Generation is the library's: `generate_any_length` (the call `vimogen generate` and the served
+model make, with the same clean-up) and `export_features` for every file, so the page and the CLI agree.
 """
 from __future__ import annotations
 
@@ -91,18 +91,26 @@ def generate_files(loaded: LoadedModel, prompt: str, frames: int, steps: int, se
     from vimogen_core.body.procedural import build_procedural_smpl
     from vimogen_core.motion.export import export_features
 
-    report(0.05, f"sampling {frames} frames with {steps} steps")
+    from vimogen_core.control.timeline import OVERLAP_FRAMES, generate_any_length, trained_window, windows
+
+    generator = loaded.generator
+    # As `vimogen generate` and the served model: a motion longer than the checkpoint does well in one
+    # window is continued window by window; each window is `steps` guided Euler steps, each step one
+    # forward of the network (ClassifierFreeGuidance.wrap), which a hook counts for the progress bar.
+    window = trained_window(generator)
+    n_windows = len(windows([frames], window, OVERLAP_FRAMES)) if frames > window else 1
     done = 0
 
     def after_forward(module, inputs, output):
-        # Guided sampling runs one forward of the network per Euler step (ClassifierFreeGuidance.wrap).
         nonlocal done
         done += 1
-        report(0.05 + 0.75 * min(done / steps, 1.0), f"step {done} of {steps}")
+        where = f", window {min((done - 1) // steps + 1, n_windows)} of {n_windows}" if n_windows > 1 else ""
+        report(0.05 + 0.75 * min(done / (steps * n_windows), 1.0), f"step {(done - 1) % steps + 1} of {steps}{where}")
 
-    hook = loaded.generator.model.register_forward_hook(after_forward)
+    report(0.05, f"sampling {frames} frames with {steps} steps")
+    hook = generator.model.register_forward_hook(after_forward)
     try:
-        feats = loaded.generator.generate([prompt], frames, steps=steps, seed=seed)[0]
+        feats = generate_any_length(generator, [prompt], [frames], steps=steps, seed=seed)[0]
     finally:
         hook.remove()
     report(0.8, "writing GLB, BVH and NPZ")
