@@ -41,7 +41,7 @@ system-deps:
 	fi
 
 test: venv system-deps
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -rs -p no:cacheprovider tests
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow" tests
