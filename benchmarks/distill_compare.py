@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--evaluator", help="a local judge / evaluator folder, for FID student vs teacher")
     parser.add_argument("--skip-training", action="store_true", help="score the students already in --out")
     parser.add_argument("--teacher-cache", help="JSON of the teacher's side: read when present, else written")
+    parser.add_argument("--teacher-cfg", type=float, help="the teacher's guidance when scored (default: its preset's)")
     args = parser.parse_args()
 
     training, students = {}, {}
@@ -55,7 +56,7 @@ def main() -> None:
         saved = json.loads(cache.read_text())
         teacher_side = (saved["teacher"], None if saved["embeddings"] is None else np.asarray(saved["embeddings"]))
     scores = compare_to_teacher(load_generator(args.teacher), students, seeds=[1000 * i for i in range(args.seeds)],
-                                evaluator=evaluator, teacher_side=teacher_side)
+                                teacher_cfg=args.teacher_cfg, evaluator=evaluator, teacher_side=teacher_side)
     embeddings = scores.pop("teacher_embeddings")
     if cache is not None and teacher_side is None:
         cache.write_text(json.dumps({"teacher": scores["teacher"],
