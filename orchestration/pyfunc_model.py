@@ -52,8 +52,9 @@ class VimogenPyfunc(mlflow.pyfunc.PythonModel):
         self.generator = load_generator(context.artifacts["checkpoint"])
         with open(context.artifacts["settings"]) as handle:
             settings = json.load(handle)
-        self.steps = int(settings.get("steps", 50))
-        self.cfg_scale = settings.get("cfg_scale")  # None: the training preset's guidance scale
+        # Either kind of checkpoint: a ViMoGen-light one samples in its own few steps, guidance built in.
+        self.steps = int(settings.get("steps") or self.generator.default_steps)
+        self.cfg_scale = None if self.generator.is_light else settings.get("cfg_scale")  # None: the preset's guidance
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
         import torch

@@ -271,3 +271,21 @@ def test_distill_prompts_and_validate_commands(tmp_path, capsys):
     manifest = _write_teacher_set(tmp_path / "bad", corrupt=_with_nan)
     assert cli_main(["distill", "validate", "--manifest", manifest, "--report", str(tmp_path / "report.json")]) == 1
     assert "n_nonfinite" in (tmp_path / "report.json").read_text()
+
+
+def test_served_model_answers_with_a_light_checkpoint(checkpoints, tmp_path):
+    """The pyfunc serves either kind: a light checkpoint samples in its own few steps, no guidance."""
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from orchestration.pyfunc_model import VimogenPyfunc
+
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({}))
+    model = VimogenPyfunc()
+    model.load_context(SimpleNamespace(artifacts={"checkpoint": checkpoints[1], "settings": str(settings)}))
+    assert model.steps == 4 and model.cfg_scale is None
+    out = model.predict(None, pd.DataFrame({"prompt": ["a person walks forward"], "frames": [30]}))
+    assert out["frames"].tolist() == [30] and len(json.loads(out["joints"][0])) == 30
