@@ -289,3 +289,22 @@ def test_served_model_answers_with_a_light_checkpoint(checkpoints, tmp_path):
     assert model.steps == 4 and model.cfg_scale is None
     out = model.predict(None, pd.DataFrame({"prompt": ["a person walks forward"], "frames": [30]}))
     assert out["frames"].tolist() == [30] and len(json.loads(out["joints"][0])) == 30
+
+
+def test_any_length_generation_of_a_light_checkpoint_uses_its_few_steps(checkpoints, monkeypatch):
+    """MBench and the served model generate through generate_any_length without a step count."""
+    import vimogen_core.model.flow as flow
+    from vimogen_core.control.timeline import generate_any_length, trained_window
+    from vimogen_core.train.generate import load_generator
+
+    generator = load_generator(checkpoints[1])
+    used = []
+    original = flow.euler_sample
+
+    def spy(velocity_fn, noise, steps, *args, **kwargs):
+        used.append(steps)
+        return original(velocity_fn, noise, steps, *args, **kwargs)
+
+    monkeypatch.setattr(flow, "euler_sample", spy)
+    generate_any_length(generator, ["a person walks", "a person runs"], [30, trained_window(generator) + 10])
+    assert used and set(used) == {4}

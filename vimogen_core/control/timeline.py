@@ -86,10 +86,12 @@ def _undo(yaw: float, shift: tuple[float, float]) -> tuple[float, tuple[float, f
     return -yaw, (-float(back[0]), -float(back[1]))
 
 
-def generate_timeline(generator, segments: list[Segment], steps: int = 50, cfg_scale: float | None = None,
+def generate_timeline(generator, segments: list[Segment], steps: int | None = None, cfg_scale: float | None = None,
                       seed: int = 0, method: str = "inpaint", window: int = WINDOW_FRAMES, overlap: int = OVERLAP_FRAMES,
                       progress: bool = False) -> np.ndarray:
-    """(N, 276) features of one motion following the segments in order."""
+    """(N, 276) features of one motion following the segments in order; `steps` default: the
+    checkpoint's (Generator.default_steps)."""
+    steps = generator.default_steps if steps is None else steps
     segment_frames = check_timeline(segments)
     plan = windows(segment_frames, window, overlap)
     total = sum(segment_frames)
@@ -144,12 +146,14 @@ def trained_window(generator) -> int:
     return max(2 * OVERLAP_FRAMES, int(0.8 * generator.train_config.max_frames))
 
 
-def generate_any_length(generator, prompts: list[str], n_frames: list[int], ref_motions=None, steps: int = 50,
+def generate_any_length(generator, prompts: list[str], n_frames: list[int], ref_motions=None, steps: int | None = None,
                         cfg_scale: float | None = None, seed: int = 0, batch_size: int = 32,
                         progress: bool = False) -> list[np.ndarray]:
     """`generator.generate` for every length: text-mode motions longer than `trained_window` are
     continued window by window like a one-segment timeline (seeded by their position, as the
-    batch seeds the rest); reference-mode ones and the others go through the batch as they are."""
+    batch seeds the rest); reference-mode ones and the others go through the batch as they are.
+    `steps` default: the checkpoint's (50, or a ViMoGen-light student's few)."""
+    steps = generator.default_steps if steps is None else steps
     lengths = [int(n_frames)] * len(prompts) if np.isscalar(n_frames) else [int(n) for n in n_frames]
     refs = list(ref_motions) if ref_motions is not None else [None] * len(prompts)
     window = trained_window(generator)
