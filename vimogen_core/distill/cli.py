@@ -85,9 +85,8 @@ def cmd_prompts(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from vimogen_core.distill.prompts import read_prompt_file
     from vimogen_core.distill.teacher import TeacherSamplingConfig, sample_teacher, validate_teacher_samples
-    from vimogen_core.train.generate import load_generator
+    from vimogen_core.train.generate import load_generator, read_prompt_file
 
     config = TeacherSamplingConfig(steps=args.steps, cfg_scale=args.cfg, seed=args.seed, batch_size=args.batch_size)
     result = sample_teacher(load_generator(args.teacher, device=args.device), read_prompt_file(args.prompts), args.out, config)

@@ -142,21 +142,3 @@ def training_captions() -> list[str]:
     from vimogen_core.sources.captions import CLIP_CAPTIONS
 
     return [c for entry in CLIP_CAPTIONS.values() for c in [*entry["motion"], entry["video"]]]
-
-
-def read_prompt_file(path) -> list[str]:
-    """Non-empty lines of a UTF-8 text file; errors name the file."""
-    from pathlib import Path
-
-    from vimogen_core.errors import MotionDataError
-
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise MotionDataError(path, "prompts file not found") from None
-    except UnicodeDecodeError:
-        raise MotionDataError(path, "prompts file is not UTF-8 text") from None
-    prompts = [line.strip() for line in lines if line.strip()]
-    if not prompts:
-        raise MotionDataError(path, "prompts file has no prompts")
-    return prompts

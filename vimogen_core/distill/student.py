@@ -241,14 +241,3 @@ def load_light_generator(checkpoint: str | os.PathLike, device: str = "cpu"):
         raise MotionDataError(checkpoint, f"holds a full ViMoGen model (preset {generator.train_config.model_preset!r}), "
                                           "not a ViMoGen-light student; distil one with `vimogen distill train`")
     return generator
-
-
-def load_light_generator(checkpoint: str | os.PathLike, device: str = "cpu"):
-    """A Generator for a ViMoGen-light checkpoint; a full ViMoGen checkpoint is refused."""
-    from vimogen_core.train.generate import load_generator
-
-    generator = load_generator(checkpoint, device=device)
-    if not generator.is_light:
-        raise MotionDataError(checkpoint, f"holds a full ViMoGen model (preset {generator.train_config.model_preset!r}), "
-                                          "not a ViMoGen-light student; distil one with `vimogen distill train`")
-    return generator

@@ -72,21 +72,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _read_prompts(path: str) -> list[str]:
-    from vimogen_core.errors import MotionDataError
-
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise MotionDataError(path, "prompts file not found") from None
-    except UnicodeDecodeError:
-        raise MotionDataError(path, "prompts file is not UTF-8 text") from None
-    prompts = [line.strip() for line in lines if line.strip()]
-    if not prompts:
-        raise MotionDataError(path, "prompts file has no prompts")
-    return prompts
-
-
 def _slug(text: str, index: int) -> str:
     words = "".join(ch if ch.isalnum() else "_" for ch in text.lower()).split("_")
     return f"{index:03d}_" + "_".join(w for w in words if w)[:48]
@@ -128,7 +113,7 @@ def cmd_generate(args) -> int:
 
     from vimogen_core.motion.export import export_features, save_joints_npy
     from vimogen_core.motion.representation import features_to_joints, load_features
-    from vimogen_core.train.generate import load_generator
+    from vimogen_core.train.generate import load_generator, read_prompt_file
 
     formats = [f.strip().lower() for f in args.export.split(",") if f.strip()]
     unknown = sorted(set(formats) - set(EXPORT_FORMATS))
@@ -138,7 +123,7 @@ def cmd_generate(args) -> int:
         raise ValueError("give either a prompt or --prompts FILE, not both")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
-    prompts = _read_prompts(args.prompts) if args.prompts else [args.prompt or ""]
+    prompts = read_prompt_file(args.prompts) if args.prompts else [args.prompt or ""]
     refs = None
     if args.ref_motion:
         refs = [load_features(args.ref_motion)] * len(prompts)

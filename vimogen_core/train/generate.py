@@ -209,3 +209,17 @@ def load_generator(checkpoint: str | os.PathLike, device: str = "cpu", expected_
     return Generator(model=model, model_config=model_config, train_config=train_config,
                      normalizer=ckpt.checkpoint_normalizer(payload), text=text, device=torch.device(device),
                      checkpoint=path, step=int(payload["step"]))
+
+
+def read_prompt_file(path: str | os.PathLike) -> list[str]:
+    """Non-empty lines of a UTF-8 text file, stripped (one prompt a line); errors name the file."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise MotionDataError(path, "prompts file not found") from None
+    except UnicodeDecodeError:
+        raise MotionDataError(path, "prompts file is not UTF-8 text") from None
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise MotionDataError(path, "prompts file has no prompts")
+    return prompts
