@@ -13,16 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from orchestration.quiet import QUIET_ENV
 from orchestration.resources import REPO_ROOT, default_state_dir
-
-QUIET_ENV = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "GX_ANALYTICS_ENABLED": "false",
-    "DAGSTER_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-}
 
 
 def demo_environment(state_dir: Path) -> dict[str, str]:

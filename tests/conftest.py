@@ -6,14 +6,9 @@ from pathlib import Path
 
 import pytest
 
-for _name, _value in {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "GX_ANALYTICS_ENABLED": "false",
-    "DAGSTER_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-}.items():
+from orchestration.quiet import QUIET_ENV
+
+for _name, _value in QUIET_ENV.items():
     os.environ.setdefault(_name, _value)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
