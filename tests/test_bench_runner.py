@@ -8,7 +8,8 @@ import pytest
 
 from vimogen_core.motion import metrics
 from vimogen_core.bench.prompts import ALL_DIMENSIONS, builtin_prompts, load_published_prompts
-from vimogen_core.bench.runner import PUBLISHED_TABLE, score_directory
+from vimogen_core.bench.report import PUBLISHED_TABLE
+from vimogen_core.bench.runner import score_directory
 from vimogen_core.cli import main
 from vimogen_core.errors import MotionDataError
 from vimogen_core.sources.deepmimic import load_builtin_clip

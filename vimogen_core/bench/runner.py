@@ -1,10 +1,9 @@
 """The MBench runner: prompts -> motions (generated, or a folder of `{id}.npy`) -> scores -> report.
 
-Outputs in `out_dir`:
-- `scores.json`: per-dimension aggregates (mean, population std, count, errors) + run metadata
-- `per_motion.jsonl`: one row per (motion, dimension) with its value or its error
-- `metadata.json`: judge, pose prior, body mesh, height mode, prompt source, timings
-- `report.md`: our numbers next to the published MBench table (DESIGN.md section 8)
+The jobs it drives live beside it: reading motions (`bench/motions.py`), generating them with a
+checkpoint (`bench/generation.py`) and writing the result (`bench/report.py`: `scores.json`,
+`per_motion.jsonl`, `metadata.json`, `report.md`); here the prompts are chosen and every motion
+is scored on its prompt's dimensions.
 
 A motion that is missing, unreadable, badly shaped, non-finite or too short is recorded as an
 error for each of its dimensions; the rest of the run goes on.
@@ -17,14 +16,14 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from vimogen_core.motion import metrics
+from vimogen_core.bench.generation import generate_motions
+from vimogen_core.bench.motions import LoadedMotion, load_motion_folder
 from vimogen_core.bench.prompts import (
     ALL_DIMENSIONS,
     BETTER,
@@ -35,80 +34,9 @@ from vimogen_core.bench.prompts import (
     load_published_prompts,
     select_dimensions,
 )
+from vimogen_core.bench.report import MBenchResult, write_outputs
 from vimogen_core.errors import MotionDataError
-from vimogen_core.files import atomic_write_text
-from vimogen_core.motion.representation import FEATURE_DIM, check_features, features_to_joints
-
-# Published MBench numbers (paper, as reprinted; DESIGN.md section 8).
-PUBLISHED_COLUMNS = (
-    ("MCC", "Motion_Condition_Consistency"), ("MG", "Motion_Generalizability"), ("Jitter", "Jitter_Degree"),
-    ("Dynamic", "Dynamic_Degree"), ("FootFloat", "Foot_Floating"), ("FootSlide", "Foot_Sliding"),
-    ("BodyPen", "Body_Penetration"), ("PoseQual", "Pose_Quality"),
-)
-PUBLISHED_TABLE = {
-    "MDM": (0.42, 0.51, 0.0136, 0.0376, 0.156, 0.0136, 1.68, 2.67),
-    "MoMask": (0.38, 0.44, 0.0147, 0.0396, 0.178, 0.0147, 1.48, 2.67),
-    "MotionLCM": (0.48, 0.55, 0.0218, 0.0439, 0.193, 0.0202, 1.73, 2.40),
-    "ViMoGen": (0.53, 0.68, 0.0108, 0.0251, 0.204, 0.0064, 1.78, 2.38),
-    "ViMoGen-light": (0.47, 0.55, 0.0129, 0.0294, 0.155, 0.0051, 1.43, 2.10),
-}
-
-
-@dataclass
-class LoadedMotion:
-    """One motion to score: joints (T, 22, 3) and, when the source had them, features (T, 276)."""
-
-    joints: np.ndarray | None
-    features: np.ndarray | None = None
-    error: str | None = None
-
-
-@dataclass
-class MBenchResult:
-    aggregates: dict[str, dict]
-    per_motion: list[dict]
-    metadata: dict
-    out_dir: Path | None = None
-    files: dict[str, Path] = field(default_factory=dict)
-
-    def mean(self, dimension: str) -> float | None:
-        return self.aggregates.get(dimension, {}).get("mean")
-
-
-def load_motion_file(path: str | os.PathLike) -> LoadedMotion:
-    """`.npy` with joints (T, 22, 3) or 276-d features (T, 276); never unpickles."""
-    path = Path(path)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise MotionDataError(path, "motion file not found") from None
-    except (ValueError, OSError, EOFError) as err:
-        raise MotionDataError(path, f"not a readable .npy array ({err})") from None
-    if array.ndim == 2 and array.shape[1] == FEATURE_DIM:
-        features = check_features(array, path).astype(np.float32)
-        joints = features_to_joints(features)
-        return LoadedMotion(metrics.validate_joints(joints, path), features)
-    return LoadedMotion(metrics.validate_joints(array, path))
-
-
-def load_motion_folder(directory: str | os.PathLike, keys: Sequence[str]) -> dict[str, LoadedMotion]:
-    """`{key}.npy` for each key; a `features/{key}.npy` beside it (what `generate_motions` writes)
-    supplies the 276-d rotations for the pose metrics."""
-    directory = Path(directory)
-    loaded = {}
-    for key in keys:
-        try:
-            motion = load_motion_file(directory / f"{key}.npy")
-            features_path = directory / "features" / f"{key}.npy"
-            if motion.features is None and features_path.is_file():
-                features = load_motion_file(features_path).features
-                if features is None or len(features) != len(motion.joints):
-                    raise MotionDataError(features_path, "does not hold the 276-d features of the same motion")
-                motion.features = features
-            loaded[key] = motion
-        except MotionDataError as err:
-            loaded[key] = LoadedMotion(None, error=str(err))
-    return loaded
+from vimogen_core.motion import metrics
 
 
 def resolve_prompts(prompts_path: str | os.PathLike | None, eval_info_path: str | os.PathLike | None,
@@ -271,77 +199,6 @@ def aggregate(rows: Sequence[dict]) -> dict[str, dict]:
     return out
 
 
-def _format(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4f}" if abs(value) < 0.1 else f"{value:.3f}"
-
-
-def _protocol_line(meta: dict) -> str:
-    if not meta.get("protocol"):
-        return "not recorded (motions read from files)"
-    line = (f"{meta['protocol']} ({meta.get('weights')} weights, sampler {meta.get('sampler')}, guidance "
-            f"{meta.get('cfg_scale') if meta.get('cfg_scale') is not None else 'the preset default'}, "
-            f"{meta.get('n_text_mode')} text-mode / {meta.get('n_reference_mode')} reference-mode motions, "
-            f"joints from the {meta.get('joints_from')})")
-    return "; ".join([line] + list(meta.get("protocol_notes") or []))
-
-
-def markdown_report(result: MBenchResult, model_name: str = "this run") -> str:
-    meta = result.metadata
-    lines = [
-        "# MBench report",
-        "",
-        f"- model: {model_name}",
-        f"- prompts: {meta.get('prompt_source')} ({meta.get('n_prompts')} prompts)",
-        f"- judge: {meta.get('judge') or 'not used'}",
-        f"- pose prior / body mesh: {meta.get('pose_scorer') or 'not used'}",
-        f"- foot metrics height axis: {meta.get('height_axis')}",
-        f"- generated motion post-processing: {meta.get('postprocessing') or 'not recorded (motions read from files)'}",
-        f"- generation protocol: {_protocol_line(meta)}",
-        f"- created: {meta.get('created')}",
-        "",
-        "## Next to the published MBench table",
-        "",
-        "Published rows are the paper's (VLM judge, NRDF prior, SMPL mesh); this run's judge, prior and mesh",
-        "are named above, so those columns are comparable in direction, not in absolute value.",
-        "",
-        "| model | " + " | ".join(short for short, _ in PUBLISHED_COLUMNS) + " |",
-        "|---|" + "---|" * len(PUBLISHED_COLUMNS),
-    ]
-    for name, values in PUBLISHED_TABLE.items():
-        lines.append(f"| {name} | " + " | ".join(_format(v) for v in values) + " |")
-    ours = [result.mean(dimension) for _, dimension in PUBLISHED_COLUMNS]
-    lines.append(f"| **{model_name}** | " + " | ".join(_format(v) for v in ours) + " |")
-    lines += ["", "## All dimensions", "", "| dimension | mean | std | count | errors | better |", "|---|---|---|---|---|---|"]
-    for dimension, agg in result.aggregates.items():
-        better = agg["better"] or "-"
-        lines.append(f"| {dimension} | {_format(agg['mean'])} | {_format(agg['std'])} | {agg['count']} | {agg['errors']} | {better} |")
-    errors = [r for r in result.per_motion if r["error"]]
-    if errors:
-        lines += ["", f"## Errors ({len(errors)})", ""]
-        lines += [f"- id {r['id']} {r['dimension']}: {r['error']}" for r in errors[:50]]
-        if len(errors) > 50:
-            lines.append(f"- ... {len(errors) - 50} more in per_motion.jsonl")
-    timing = meta.get("timing_s", {})
-    if timing:
-        lines += ["", "## Timing (s)", "", ", ".join(f"{k}: {v:.3f}" for k, v in timing.items())]
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(result: MBenchResult, out_dir: str | os.PathLike, model_name: str) -> MBenchResult:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    result.out_dir = out
-    result.files = {
-        "scores": atomic_write_text(out / "scores.json", json.dumps({"aggregates": result.aggregates, "metadata": result.metadata}, indent=2)),
-        "per_motion": atomic_write_text(out / "per_motion.jsonl", "".join(json.dumps(r) + "\n" for r in result.per_motion)),
-        "metadata": atomic_write_text(out / "metadata.json", json.dumps(result.metadata, indent=2)),
-        "report": atomic_write_text(out / "report.md", markdown_report(result, model_name)),
-    }
-    return result
-
-
 def default_judge_factory():
     from vimogen_core.bench.judges import load_or_train_local_judge
 
@@ -419,69 +276,6 @@ def score_directory(motions_dir: str | os.PathLike, dimensions: Sequence[str] | 
     return _run(prompts, source, motions, height_axis=height_axis, judge_factory=judge_factory,
                 pose_scorer_factory=pose_scorer_factory, out_dir=out_dir, model_name=model_name or motions_dir.name,
                 timer=timer, extra_meta={"motions_dir": str(motions_dir)}, sink=sink)
-
-
-def generate_motions(checkpoint: str | os.PathLike, prompts: Sequence[BenchPrompt], motions_dir: str | os.PathLike | None,
-                     *, steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
-                     batch_size: int = 32, cleanup: bool = True, protocol: str = "project",
-                     prompts_path: str | os.PathLike | None = None, mbench_data: str | os.PathLike | None = None
-                     ) -> tuple[dict[str, LoadedMotion], dict]:
-    """Generate one motion per prompt with a trained checkpoint under `protocol`
-    (bench/protocol.py: which text, length, branch, weights, sampler, guidance and joint decode);
-    optionally save `{id}.npy` joints and `features/{id}.npy`. Prompts go in order of length so that
-    each batch pads little; the generator seeds every motion by its position, so runs are
-    reproducible. Returns the motions and what generated them (protocol, post-processing the
-    generator applied (`cleanup=False`: none, the network's features as sampled), sampler, notes)."""
-    from vimogen_core.bench.protocol import attach_embeddings, build_requests, get_protocol
-    from vimogen_core.train.generate import load_generator
-
-    spec = get_protocol(protocol)
-    generator = load_generator(checkpoint, use_ema=spec.use_ema)
-    if not cleanup or not spec.cleanup:
-        generator.cleanup = None
-    if spec.sampler is not None:
-        generator.sampler = spec.sampler
-    requests, notes = build_requests(spec, prompts, prompts_path, mbench_data)
-    notes += attach_embeddings(requests, generator.text)
-    cfg_scale = spec.cfg_scale if cfg_scale is None else cfg_scale
-    options = {k: v for k, v in {"steps": steps, "cfg_scale": cfg_scale}.items() if v is not None}
-    out: dict[str, LoadedMotion] = {r.prompt.key: LoadedMotion(None, None, r.error) for r in requests if r.error}
-    ordered = sorted((r for r in requests if r.error is None), key=lambda r: (r.n_frames, r.prompt.global_id))
-    generate = generator.generate
-    if spec.long_motions_in_windows:
-        from vimogen_core.control.timeline import generate_any_length, trained_window
-
-        generate = partial(generate_any_length, generator)
-        window = trained_window(generator)
-        n_long = sum(1 for r in ordered if r.use_text and r.n_frames > window)
-        if n_long:
-            notes.append(f"{n_long} text-mode motions longer than {window} frames (80% of the checkpoint's longest "
-                         "training window) continued in windows of that length")
-    features = generate([r.text for r in ordered], n_frames=[r.n_frames for r in ordered],
-                        ref_motions=[r.reference for r in ordered], seed=seed, batch_size=batch_size,
-                        progress=True, **options) if ordered else []
-    for request, feats in zip(ordered, features, strict=True):
-        key = request.prompt.key
-        feats = np.asarray(feats, dtype=np.float32)
-        try:
-            check_features(feats, f"generated:{key}")
-            joints = metrics.validate_joints(spec.joints(feats), f"generated:{key}")
-            out[key] = LoadedMotion(joints, feats)
-        except MotionDataError as err:
-            out[key] = LoadedMotion(None, None, str(err))
-    if motions_dir is not None:
-        motions_dir = Path(motions_dir)
-        (motions_dir / "features").mkdir(parents=True, exist_ok=True)
-        for key, motion in out.items():
-            if motion.joints is not None:
-                np.save(motions_dir / "features" / f"{key}.npy", motion.features)
-                np.save(motions_dir / f"{key}.npy", motion.joints.astype(np.float32))
-    info = {"protocol": spec.name, "postprocessing": generator.postprocessing,
-            "sampler": generator.sampler_config.name, "weights": "EMA" if spec.use_ema else "raw",
-            "joints_from": spec.joints_name, "cfg_scale": cfg_scale,
-            "n_reference_mode": sum(1 for r in requests if not r.use_text and r.error is None),
-            "n_text_mode": sum(1 for r in requests if r.use_text and r.error is None), "protocol_notes": notes}
-    return out, info
 
 
 def run_mbench(checkpoint: str | os.PathLike | None = None, *, motions_dir: str | os.PathLike | None = None,

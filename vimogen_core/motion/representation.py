@@ -160,15 +160,20 @@ def check_features(feats: np.ndarray, path: str | os.PathLike | None = None) -> 
     return feats
 
 
-def load_features(path: str | os.PathLike) -> np.ndarray:
-    """Load and validate a (T, 276) `.npy` feature file (never unpickles)."""
+def read_npy(path: str | os.PathLike, missing: str = "file not found") -> np.ndarray:
+    """An `.npy` array, never unpickled; a missing file raises MotionDataError(path, `missing`), an
+    unreadable one says why."""
     try:
-        feats = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise MotionDataError(path, "file not found") from None
+        raise MotionDataError(path, missing) from None
     except (ValueError, OSError, EOFError) as err:
         raise MotionDataError(path, f"not a readable .npy array ({err})") from None
-    return check_features(feats, path)
+
+
+def load_features(path: str | os.PathLike) -> np.ndarray:
+    """Load and validate a (T, 276) `.npy` feature file (never unpickles)."""
+    return check_features(read_npy(path), path)
 
 
 @dataclass
