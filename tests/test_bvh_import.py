@@ -18,7 +18,8 @@ from vimogen_core.motion.export import EULER_ORDERS, Z_UP_TO_Y_UP, save_bvh
 from vimogen_core.motion.kinematics import forward_kinematics, rest_joints24
 from vimogen_core.motion.motion import Motion, mirror_joints, resample
 from vimogen_core.motion.skeleton import FPS, JOINT_NAMES, LEFT_FOOT, LEFT_HIP, RIGHT_FOOT, RIGHT_HIP, bone_lengths
-from vimogen_core.sources.bvh import load_bvh, map_joints, read_bvh, source_forward_kinematics, world_frame
+from vimogen_core.sources.bvh import read_bvh, source_forward_kinematics
+from vimogen_core.sources.bvh_retarget import load_bvh, map_joints, world_frame
 from vimogen_core.sources.deepmimic import builtin_clip_names, load_builtin_clip
 from vimogen_core.train.evaluation import frame_aligned_error, retrieval
 

@@ -44,7 +44,7 @@ def load_take(entry: dict, root: Path) -> RawSample:
 
         motion = load_amass_npz(path)
     elif entry["kind"] == "bvh":
-        from vimogen_core.sources.bvh import load_bvh
+        from vimogen_core.sources.bvh_retarget import load_bvh
 
         motion = load_bvh(path)
     elif entry["kind"] == "hmr":

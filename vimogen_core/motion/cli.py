@@ -10,7 +10,7 @@ import torch
 
 from vimogen_core.errors import MotionDataError
 from vimogen_core.files import atomic_path
-from vimogen_core.sources.bvh import UNITS, UP_AXES
+from vimogen_core.sources.bvh_retarget import UNITS, UP_AXES
 
 SOURCES = ("deepmimic", "amass", "hmr", "vimogen", "bvh")
 EXPORTS = ("bvh", "glb", "npz", "mp4", "gif", "npy")
@@ -64,7 +64,7 @@ def cmd_clips(args) -> int:
 def convert_source(src: str, source: str, fps: float | None = None, joint_map: str | None = None,
                    up: str = "auto", units: str = "auto") -> np.ndarray:
     """One implementation for the CLI and the pipeline: a source -> (T, 276) float32 features.
-    joint_map, up and units apply to BVH files (see `vimogen_core.sources.bvh.load_bvh`)."""
+    joint_map, up and units apply to BVH files (see `vimogen_core.sources.bvh_retarget.load_bvh`)."""
     if source == "deepmimic":
         from vimogen_core.sources.deepmimic import builtin_clip_path, load_builtin_clip, load_deepmimic_file
 
@@ -82,7 +82,7 @@ def convert_source(src: str, source: str, fps: float | None = None, joint_map: s
 
         motion = load_hmr_output(src, fps=fps)[0]
     elif source == "bvh":
-        from vimogen_core.sources.bvh import load_bvh
+        from vimogen_core.sources.bvh_retarget import load_bvh
 
         motion = load_bvh(src, joint_map=joint_map, up=up, units=units)
     else:
