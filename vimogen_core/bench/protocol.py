@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,9 @@ import numpy as np
 import torch
 
 from vimogen_core.bench.prompts import BenchPrompt
-from vimogen_core.errors import MotionDataError, pickled_objects_refused
+from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.representation import features_to_joints, features_to_joints_integrated
+from vimogen_core.sources.vimogen228k import read_pt
 
 RELEASED_TEXT_FRAMES = 100  # the released evaluation's text-mode length (test_seq_len)
 MBENCH_VIDEO_FPS = 16  # the Wan2.2 videos the reference motions were recovered from
@@ -113,12 +113,7 @@ def resample_fps(motion: np.ndarray, src_fps: int = MBENCH_VIDEO_FPS, dst_fps: i
 
 def load_tokens(path: Path) -> torch.Tensor:
     """A precomputed text embedding file: a tensor (L, D), read without unpickling code."""
-    try:
-        tokens = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise pickled_objects_refused(path, err) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise MotionDataError(path, f"not a readable .pt file ({err})") from None
+    tokens = read_pt(path)
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
         raise MotionDataError(path, f"expected a token tensor (L, D), got {getattr(tokens, 'shape', type(tokens).__name__)}")
     return tokens.float()

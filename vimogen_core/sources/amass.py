@@ -16,14 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vimogen_core.body.model import BodyModel, body_model_from_env
-from vimogen_core.body.params import (
-    as_axis_angle,
-    check_betas,
-    check_fps,
-    check_frames,
-    check_translation,
-    finite_array,
-)
+from vimogen_core.body.params import as_axis_angle, check_betas, check_fps, check_frames, check_translation, finite_array
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.motion import Motion, canonicalize, resample
 from vimogen_core.motion.skeleton import FPS, NUM_JOINTS

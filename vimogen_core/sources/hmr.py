@@ -34,15 +34,7 @@ import torch
 
 from vimogen_core.body.model import BodyModel, default_body_model
 from vimogen_core.body.model_files import write_npz_atomic
-from vimogen_core.body.params import (
-    NUM_BODY_JOINTS,
-    as_axis_angle,
-    check_betas,
-    check_fps,
-    check_frames,
-    check_translation,
-    finite_array,
-)
+from vimogen_core.body.params import NUM_BODY_JOINTS, as_axis_angle, check_betas, check_fps, check_frames, check_translation, finite_array
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.motion import Motion, canonicalize, resample

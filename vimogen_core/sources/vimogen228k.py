@@ -79,6 +79,17 @@ def _check_camera(camera: dict, n_frames: int, path) -> dict:
     return camera
 
 
+def read_pt(path: str | os.PathLike):
+    """What a released `.pt` file holds (a motion dict, a tensor of text features), read with
+    `weights_only=True`: tensors and plain values only, never pickled code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise pickled_objects_refused(path, err) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise MotionDataError(path, f"not a readable .pt file, truncated or corrupt ({err})") from None
+
+
 def load_vimogen_motion(path: str | os.PathLike) -> dict[str, np.ndarray | None]:
     """A released motion file -> {motion (T, 276), extrinsic (T, 9) | None, intrinsic (3, 3) | None}, float32."""
     path = Path(path)
@@ -90,12 +101,7 @@ def load_vimogen_motion(path: str | os.PathLike) -> dict[str, np.ndarray | None]
         except (ValueError, OSError, EOFError) as err:
             raise MotionDataError(path, f"not a readable .npy array, truncated or corrupt ({err})") from None
     else:
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise pickled_objects_refused(path, err) from None
-        except (RuntimeError, EOFError, OSError, ValueError) as err:
-            raise MotionDataError(path, f"not a readable .pt file, truncated or corrupt ({err})") from None
+        content = read_pt(path)
     if isinstance(content, dict):
         if "motion" not in content:
             raise MotionDataError(path, f"dict without 'motion' (keys: {sorted(map(str, content))})")
