@@ -115,13 +115,14 @@ def raw_takes(context: AssetExecutionContext, config: SourcesRunConfig, paths: P
 def curated_samples(context: AssetExecutionContext, config: CurationRunConfig, paths: ProjectPaths) -> MaterializeResult:
     from vimogen_core.config_overrides import apply_overrides
     from vimogen_core.curation.config import curation_settings
-    from vimogen_core.curation.pipeline import curate_sources
+    from vimogen_core.curation.pipeline import curate_samples
     from vimogen_core.curation.shards import read_manifest
+    from vimogen_core.curation.source_index import SourceIndex
 
     settings = {**params("curate"), "preset": config.preset}
     curation, judge, workers = curation_settings(settings, f"{PARAMS}:curate")
     curation = apply_overrides(curation, json.loads(config.overrides_json), "run config overrides_json")
-    result = curate_sources(paths.sources, paths.curated, curation, judge, workers=workers)
+    result = curate_samples(SourceIndex(str(paths.sources)), paths.curated, curation, judge, workers=workers)
     context.log.info(f"accepted {result.n_accepted}, quarantined {result.n_rejected}")
     quarantine = read_manifest(Path(result.quarantine_path)).to_pylist()
     examples = [{"id": row["id"], "source": row["source"], "reason": "; ".join(row["reasons"])} for row in quarantine[:15]]
@@ -184,6 +185,7 @@ def normalisation_stats(paths: ProjectPaths) -> MaterializeResult:
        "by (encoder, text) so a caption is encoded once; training reads the same cache.")
 def text_embedding_cache(paths: ProjectPaths) -> MaterializeResult:
     from vimogen_core.curation.shards import read_manifest
+    from vimogen_core.curation.source_index import SourceIndex
     from vimogen_core.text.encoders import EmbeddingCache, get_text_encoder
 
     table = read_manifest(paths.manifest, columns=["motion_text", "video_text"]).to_pydict()

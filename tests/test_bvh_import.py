@@ -319,7 +319,8 @@ def test_cli_converts_bvh_to_features(walk, tmp_path):
 
 
 def test_bvh_takes_in_the_inbox_join_optical_mocap(walk, tmp_path):
-    from vimogen_core.curation.pipeline import curate_sources
+    from vimogen_core.curation.pipeline import curate_samples
+    from vimogen_core.curation.source_index import SourceIndex
 
     inbox = tmp_path / "inbox"
     (inbox / "optical_mocap" / "cmu").mkdir(parents=True)
@@ -331,7 +332,7 @@ def test_bvh_takes_in_the_inbox_join_optical_mocap(walk, tmp_path):
     sources = build_sources(tmp_path / "sources", SourcesConfig(clips=("punch",)), sources=("optical_mocap",), inbox=inbox)
     assert sources.by_subset == {"deepmimic": 1, "inbox": 2}
     assert sources.inbox_ignored == {str(inbox / "optical_mocap" / "cmu" / "broken.npz"): "broken.bvh has the same name and is read instead"}
-    result = curate_sources(tmp_path / "sources", tmp_path / "curated")
+    result = curate_samples(SourceIndex(str(tmp_path / "sources")), tmp_path / "curated")
     manifest = pq.read_table(result.manifest_path).to_pandas()
     assert {"inbox/optical_mocap/cmu/walk_120fps", "inbox/optical_mocap/cmu/walk_120fps~mirror"} <= set(manifest["id"])
     quarantine = {row["id"]: row for row in pq.read_table(result.quarantine_path).to_pylist()}

@@ -15,7 +15,8 @@ from vimogen_core.curation.captions import mirror_caption
 from vimogen_core.curation.dataset import ShardDataset
 from vimogen_core.curation.gates import LocomotionJudge
 from vimogen_core.curation.config import CurationConfig
-from vimogen_core.curation.pipeline import curate_samples, curate_sources
+from vimogen_core.curation.pipeline import curate_samples
+from vimogen_core.curation.source_index import SourceIndex
 from vimogen_core.curation.take import curate_take, window_starts
 from vimogen_core.sources.raw_takes import SourcesConfig, build_sources
 from vimogen_core.curation.records import CuratedSample, RawSample, Rejection, assign_split
@@ -149,7 +150,7 @@ def test_builtin_sources_end_to_end_with_quarantine(tmp_path):
     # A damaged take file: quarantined with the file named, the rest continues.
     damaged = tmp_path / "sources" / "in_the_wild_video" / "punch__noisy.npz"
     damaged.write_bytes(damaged.read_bytes()[:100])
-    result = curate_sources(tmp_path / "sources", tmp_path / "curated", judge=LocomotionJudge())
+    result = curate_samples(SourceIndex(str(tmp_path / "sources")), tmp_path / "curated", judge=LocomotionJudge())
     assert result.by_source["optical_mocap"] == 8  # 4 clips x (original + mirror)
     quarantine = pq.read_table(result.quarantine_path).to_pandas()
     broken = quarantine[quarantine["id"] == "simulated_capture/punch/noisy"].iloc[0]
@@ -177,7 +178,7 @@ def test_inbox_takes_join_their_source_and_bad_ones_are_quarantined(tmp_path):
     assert "not under a source folder" in sources.inbox_ignored[str(inbox / "stray.npz")]
     assert not (tmp_path / "sources" / "in_the_wild_video").exists(), "only the requested source is built"
 
-    result = curate_sources(tmp_path / "sources", tmp_path / "curated")
+    result = curate_samples(SourceIndex(str(tmp_path / "sources")), tmp_path / "curated")
     ids = set(ShardDataset(result.manifest_path, split=None).ids)
     assert {"inbox/optical_mocap/lab/walk_60fps", "inbox/optical_mocap/lab/walk_60fps~mirror"} <= {i.split("@")[0] for i in ids}
     quarantine = {row["id"]: row for row in pq.read_table(result.quarantine_path).to_pylist()}

@@ -18,6 +18,7 @@ from vimogen_core.bench.priors import DistanceFieldPrior
 from vimogen_core.curation import pipeline, take
 from vimogen_core.sources.raw_takes import SourcesConfig, build_sources, write_npz
 from vimogen_core.curation.shards import MANIFEST_NAME
+from vimogen_core.curation.source_index import SourceIndex
 from vimogen_core.errors import MotionDataError
 from vimogen_core.model.dit import read_state_dict
 from vimogen_core.sources.deepmimic import load_builtin_clip
@@ -45,7 +46,7 @@ def plant_type_error(monkeypatch):
 
 
 def test_bad_take_is_quarantined_with_its_reason_and_the_rest_goes_on(sources_dir, tmp_path):
-    result = pipeline.curate_sources(sources_dir, tmp_path / "curated")
+    result = pipeline.curate_samples(SourceIndex(str(sources_dir)), tmp_path / "curated")
     quarantine = {row["id"]: row for row in pq.read_table(result.quarantine_path).to_pylist()}
     short = quarantine["deepmimic/punch"]
     assert short["gates"] == ["data"]
@@ -56,7 +57,7 @@ def test_bad_take_is_quarantined_with_its_reason_and_the_rest_goes_on(sources_di
 def test_programming_error_in_curate_take_fails_the_curation(sources_dir, tmp_path, monkeypatch):
     plant_type_error(monkeypatch)
     with pytest.raises(TypeError, match="planted bug"):
-        pipeline.curate_sources(sources_dir, tmp_path / "curated")
+        pipeline.curate_samples(SourceIndex(str(sources_dir)), tmp_path / "curated")
     assert not (tmp_path / "curated" / MANIFEST_NAME).exists(), "a failed run leaves no manifest"
 
 

@@ -10,7 +10,8 @@ import pytest
 from vimogen_core.cli import main as vimogen
 from vimogen_core.curation.expectations import ValidationConfig, validate_dataframe, validate_manifest
 from vimogen_core.curation.config import CurationConfig
-from vimogen_core.curation.pipeline import curate_sources
+from vimogen_core.curation.pipeline import curate_samples
+from vimogen_core.curation.source_index import SourceIndex
 from vimogen_core.sources.raw_takes import SourcesConfig, build_sources
 from vimogen_core.curation.sharding import write_shards
 
@@ -20,7 +21,7 @@ def real_manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("gx")
     sources = build_sources(root / "sources", SourcesConfig(clips=("walk", "punch", "jump", "crawl", "getup_facedown", "roll"),
                                                             capture_presets=("clean", "gross_failure")))
-    curated = curate_sources(sources.out_dir, root / "curated", CurationConfig(split_fractions=(0.6, 0.2, 0.2), split_salt="gx1"))
+    curated = curate_samples(SourceIndex(str(sources.out_dir)), root / "curated", CurationConfig(split_fractions=(0.6, 0.2, 0.2), split_salt="gx1"))
     assert set(curated.by_split) == {"train", "val", "test"}
     return write_shards(curated.manifest_path, root / "shards").manifest_path
 

@@ -17,7 +17,8 @@ import torch
 
 from vimogen_core.curation.dataset import ShardDataset
 from vimogen_core.curation.config import CurationConfig
-from vimogen_core.curation.pipeline import curate_samples, curate_sources
+from vimogen_core.curation.pipeline import curate_samples
+from vimogen_core.curation.source_index import SourceIndex
 from vimogen_core.sources.raw_takes import SourcesConfig, build_sources
 from vimogen_core.curation.records import RawSample
 from vimogen_core.curation.sharding import write_shards
@@ -199,8 +200,8 @@ def test_two_worker_processes_curate_the_same_samples_as_one(tmp_path):
     build_sources(tmp_path / "sources", SourcesConfig(clips=("walk", "kick", "crawl", "punch")),
                   sources=("optical_mocap", "in_the_wild_video"))
     config = CurationConfig(samples_per_chunk=3, split_fractions=(0.6, 0.2, 0.2))
-    one = curate_sources(tmp_path / "sources", tmp_path / "one", config, workers=1)
-    two = curate_sources(tmp_path / "sources", tmp_path / "two", config, workers=2)
+    one = curate_samples(SourceIndex(str(tmp_path / "sources")), tmp_path / "one", config, workers=1)
+    two = curate_samples(SourceIndex(str(tmp_path / "sources")), tmp_path / "two", config, workers=2)
 
     def samples(manifest):
         return {row["id"]: (row["split"], row["checksum"], block.tobytes()) for row, block in iter_shard_samples(Path(manifest))}

@@ -71,11 +71,12 @@ def cmd_curate(args) -> int:
     import torch
 
     from vimogen_core.curation.config import curation_settings
-    from vimogen_core.curation.pipeline import curate_sources
+    from vimogen_core.curation.pipeline import curate_samples
+    from vimogen_core.curation.source_index import SourceIndex
 
     torch.set_num_threads(1)  # tiny per-take tensors: threads only contend; use --workers for parallelism
     config, judge, workers = curation_settings(read_params(args.params, "curate"), f"{args.params}:curate")
-    result = curate_sources(args.sources, args.out, config, judge, workers=args.workers or workers, progress=sys.stderr.isatty())
+    result = curate_samples(SourceIndex(str(args.sources)), args.out, config, judge, workers=args.workers or workers, progress=sys.stderr.isatty())
     _print(result)
     return 0
 

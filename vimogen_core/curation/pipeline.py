@@ -256,7 +256,8 @@ def curate_samples(
     sink: "MetricSink | None" = None,
     progress: bool = False,
 ) -> CurationResult:
-    """Curate a stream of takes into chunk shards + manifest + quarantine under `out_dir`.
+    """Curate a stream of takes into chunk shards + manifest + quarantine under `out_dir`; a sources
+    folder (`vimogen data sources` output) is curated as `SourceIndex(folder)`.
 
     `takes` may contain Rejections (takes that could not even be loaded); they go to quarantine.
     With workers > 1, `takes` must be a TakeSource (each worker process opens it and loads its own
@@ -332,18 +333,3 @@ def curate_samples(
         sink.log_metrics({"curation/accepted": result.n_accepted, "curation/rejected": result.n_rejected}, result.n_takes)
         sink.log_text(f"curated {result.n_accepted} samples from {result.n_takes} takes; quarantined {result.n_rejected}: {result.rejected_by_gate}")
     return result
-
-
-def curate_sources(
-    sources_dir: str | Path,
-    out_dir: str | Path,
-    config: CurationConfig = CurationConfig(),
-    judge: CaptionJudge | None = None,
-    workers: int = 1,
-    sink: "MetricSink | None" = None,
-    progress: bool = False,
-) -> CurationResult:
-    """Curate every take listed in a sources folder (`vimogen data sources` output)."""
-    from vimogen_core.curation.source_index import SourceIndex
-
-    return curate_samples(SourceIndex(str(sources_dir)), out_dir, config, judge, workers, sink, progress)
