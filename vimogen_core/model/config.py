@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from vimogen_core.motion.representation import FEATURE_DIM, REF_FEATURE_DIM
+
 
 @dataclass(frozen=True)
 class DiTConfig:
@@ -11,9 +13,9 @@ class DiTConfig:
     num_heads: int
     num_layers: int
     text_dim: int
-    in_dim: int = 276
-    out_dim: int = 276
-    ref_dim: int = 138
+    in_dim: int = FEATURE_DIM
+    out_dim: int = FEATURE_DIM
+    ref_dim: int = REF_FEATURE_DIM
     freq_dim: int = 256
     eps: float = 1e-6
     max_frames: int = 5000
