@@ -41,24 +41,46 @@ def run_config(steps: int, bench_steps: int, judge_preset: str, train_overrides:
     }
 
 
-# What the demo shows of the Dagster log (the whole log goes to a file): finished and failed
-# steps, and the training loss every TRAIN_REPORT_EVERY steps.
+# What the demo shows of the Dagster log (the whole log goes to a file): each finished or failed
+# step with its key figure (the last line the asset logged), and the training progress every
+# TRAIN_REPORT_EVERY steps as a bar.
 _STEP_EVENT = re.compile(r" - (\w+) - (STEP_SUCCESS|STEP_FAILURE) - (.*)$")
 _TRAIN_LINE = re.compile(r" - trained_model - step (\d+): (loss=\S+)")
+_ASSET_INFO = re.compile(r" - INFO - __ASSET_JOB - [\w-]+ - (\w+) - (?!\[pipes\])(.*)$")
 TRAIN_REPORT_EVERY = 250
+KEY_FIGURE_CHARS = 110
+BAR_WIDTH = 20
 
 
-def summary_line(line: str) -> str | None:
-    """The one-line summary of a Dagster log line worth showing, else None."""
-    event = _STEP_EVENT.search(line)
-    if event:
-        asset, kind, text = event.groups()
-        took = re.search(r" in (\d[\w.]*?)\.?$", text)
-        return f"  {'done' if kind == 'STEP_SUCCESS' else 'FAILED'}: {asset}" + (f" ({took.group(1)})" if took else f": {text}")
-    train = _TRAIN_LINE.search(line)
-    if train and int(train.group(1)) % TRAIN_REPORT_EVERY == 0:
-        return f"    training step {train.group(1)}: {train.group(2)}"
-    return None
+class DemoSummary:
+    """The summary lines of a Dagster log, fed one line at a time; `total_steps` sizes the bar."""
+
+    def __init__(self, total_steps: int):
+        self.total_steps = total_steps
+        self.key_figure: dict[str, str] = {}
+
+    def line(self, line: str) -> str | None:
+        """The summary of a log line worth showing, else None."""
+        event = _STEP_EVENT.search(line)
+        if event:
+            asset, kind, text = event.groups()
+            took = re.search(r" in (\d[\w.]*?)\.?$", text)
+            shown = f"  {'done' if kind == 'STEP_SUCCESS' else 'FAILED'}: {asset}" + (f" ({took.group(1)})" if took else f": {text}")
+            figure = self.key_figure.pop(asset, None)
+            return shown + (f": {figure}" if figure and kind == "STEP_SUCCESS" else "")
+        train = _TRAIN_LINE.search(line)
+        if train:
+            step = int(train.group(1))
+            if step % TRAIN_REPORT_EVERY:
+                return None
+            filled = min(BAR_WIDTH, round(BAR_WIDTH * step / max(self.total_steps, 1)))
+            return f"    training [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {step}/{self.total_steps} {train.group(2)}"
+        info = _ASSET_INFO.search(line)
+        if info:
+            asset, text = info.groups()
+            text = text.strip()
+            self.key_figure[asset] = text if len(text) <= KEY_FIGURE_CHARS else text[:KEY_FIGURE_CHARS - 3] + "..."
+        return None
 
 
 def materialize_all(state_dir: Path, config: dict, log_path: Path, echo=None) -> subprocess.CompletedProcess:
@@ -75,13 +97,14 @@ def materialize_all(state_dir: Path, config: dict, log_path: Path, echo=None) ->
     dagster = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "orchestration.definitions"]
     commands = [dagster + ["--select", "raw_takes", "--partition-range", f"{SOURCES[0]}...{SOURCES[-1]}"],
                 dagster + ["--select", "curated_samples*", "-c", str(config_path)]]
+    summary = DemoSummary(int(config.get("ops", {}).get("trained_model", {}).get("config", {}).get("steps", 0)))
     with open(log_path, "w") as log:
         for command in commands:
             process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True, errors="replace")
             for line in process.stdout:
                 log.write(line)
-                shown = summary_line(line) if echo is not None else None
+                shown = summary.line(line) if echo is not None else None
                 if shown:
                     echo(shown)
             done = subprocess.CompletedProcess(command, process.wait())

@@ -1,17 +1,27 @@
-"""`make demo` shows a short summary of the Dagster log: finished and failed steps, training loss."""
-from orchestration.demo import TRAIN_REPORT_EVERY, summary_line
+"""`make demo` shows a short summary of the Dagster log: each finished or failed step with its key
+figure, and the training progress as a bar."""
+from orchestration.demo import TRAIN_REPORT_EVERY, DemoSummary
 
 PREFIX = "2026-12-01 20:03:23 +0000 - dagster - DEBUG - __ASSET_JOB - 43112c18-cebc - 4150 - "
+INFO = "2026-12-01 20:04:29 +0000 - dagster - INFO - __ASSET_JOB - fcf4-9a - "
 
 
-def test_summary_keeps_step_outcomes_and_sparse_training_loss():
-    assert summary_line(PREFIX + 'trained_model - STEP_SUCCESS - Finished execution of step "trained_model" in 4m51s.\n') \
-        == "  done: trained_model (4m51s)"
-    assert summary_line(PREFIX + 'raw_takes - STEP_SUCCESS - Finished execution of step "raw_takes" in 129ms.\n') \
+def test_summary_keeps_step_outcomes_with_their_key_figure_and_a_training_bar():
+    summary = DemoSummary(total_steps=4 * TRAIN_REPORT_EVERY)
+    assert summary.line(INFO + "curated_samples - accepted 42, quarantined 0") is None
+    assert summary.line(INFO + "curated_samples - [pipes] external process opened") is None  # not a figure
+    assert summary.line(PREFIX + 'curated_samples - STEP_SUCCESS - Finished execution of step "curated_samples" in 2.7s.\n') \
+        == "  done: curated_samples (2.7s): accepted 42, quarantined 0"
+    assert summary.line(PREFIX + 'raw_takes - STEP_SUCCESS - Finished execution of step "raw_takes" in 129ms.\n') \
         == "  done: raw_takes (129ms)"
-    failed = summary_line(PREFIX + 'mbench_scores - STEP_FAILURE - Execution of step "mbench_scores" failed.\n')
+    failed = summary.line(PREFIX + 'mbench_scores - STEP_FAILURE - Execution of step "mbench_scores" failed.\n')
     assert failed.startswith("  FAILED: mbench_scores")
-    info = "2026-12-01 20:04:29 +0000 - dagster - INFO - __ASSET_JOB - fcf4 - trained_model - step {}: loss=0.9588 lr=0.0004"
-    assert summary_line(info.format(TRAIN_REPORT_EVERY)) == f"    training step {TRAIN_REPORT_EVERY}: loss=0.9588"
-    assert summary_line(info.format(TRAIN_REPORT_EVERY + 10)) is None
-    assert summary_line(PREFIX + "curated_shards - STEP_START - Started execution of step") is None
+    step = INFO + "trained_model - step {}: loss=0.9588 lr=0.0004"
+    assert summary.line(step.format(2 * TRAIN_REPORT_EVERY)) == \
+        f"    training [##########..........] {2 * TRAIN_REPORT_EVERY}/{4 * TRAIN_REPORT_EVERY} loss=0.9588"
+    assert summary.line(step.format(TRAIN_REPORT_EVERY + 10)) is None
+    assert summary.line(PREFIX + "curated_shards - STEP_START - Started execution of step") is None
+    long = INFO + "mbench_scores - MBench: " + "x" * 300
+    summary.line(long)
+    done = summary.line(PREFIX + 'mbench_scores - STEP_SUCCESS - Finished execution of step "mbench_scores" in 1m2s.\n')
+    assert done.startswith("  done: mbench_scores (1m2s): MBench: xxx") and done.endswith("...") and len(done) < 160
