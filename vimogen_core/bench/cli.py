@@ -24,7 +24,9 @@ def _judge_factory(args):
     return build_local
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _scoring_command(parser: argparse.ArgumentParser, func) -> None:
+    """The options every scoring command shares, and the function that runs it."""
+    parser.set_defaults(func=func)
     parser.add_argument("--dimension", action="append", choices=ALL_DIMENSIONS, dest="dimensions",
                         help="score only this dimension (repeatable; default: all that apply)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: next to the input)")
@@ -88,8 +90,7 @@ def register(subparsers) -> None:
     score.add_argument("--prompts", default=None,
                        help="MBench_final.json, or 'builtin' for the project's prompt set; without it every "
                             "*.npy is scored on the motion-only dimensions")
-    _common(score)
-    score.set_defaults(func=cmd_score)
+    _scoring_command(score, cmd_score)
 
     run = commands.add_parser("run", help="generate with a checkpoint for the benchmark prompts and score")
     run.add_argument("--checkpoint", required=True, type=Path)
@@ -106,8 +107,7 @@ def register(subparsers) -> None:
     run.add_argument("--mbench-data", type=Path, default=None,
                      help="the released MBench data folder (data/mbench layout: wan2.2 reference motions, "
                           "wanvideo_text_features); without it use_ref_motion entries run in text mode")
-    _common(run)
-    run.set_defaults(func=cmd_run)
+    _scoring_command(run, cmd_run)
 
     train = commands.add_parser("train-judge", help="train and calibrate the local judge (built-in clips or curated shards)")
     train.add_argument("--out", type=Path, default=None)
