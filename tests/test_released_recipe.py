@@ -19,9 +19,10 @@ from vimogen_core.train.config import apply_overrides, get_train_preset
 from vimogen_core.train.data import MotionItem, Vimogen228kDataset, collate, draw_sample
 from vimogen_core.train.loop import ema_decay
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import shared_dir
+
+SHARED = shared_dir()  # read in place; missing reference files fail the tests that need them
 MBENCH = SHARED / "mbench" / "MBench_final.json"
-needs_mbench = pytest.mark.skipif(not MBENCH.is_file(), reason="published MBench prompts not available")
 
 
 # --- sampler ----------------------------------------------------------------------------------
@@ -312,7 +313,6 @@ def test_resample_16_to_20_fps_is_linear_with_end_frames_kept():
     np.testing.assert_allclose(out[:, 0], np.linspace(0, 15, 20), atol=1e-5)
 
 
-@needs_mbench
 def test_released_protocol_requests_162_reference_and_288_text_entries(tmp_path):
     prompts = load_published_prompts(MBENCH)
     entries = {e["global_id"]: e for e in json.loads(MBENCH.read_text())}
@@ -378,7 +378,6 @@ def _recording_generator(monkeypatch):
     return model, loaded
 
 
-@needs_mbench
 def test_bench_run_cli_takes_the_protocol_and_the_mbench_data(tmp_path, monkeypatch):
     from vimogen_core.cli import main
 
@@ -397,7 +396,6 @@ def test_bench_run_cli_takes_the_protocol_and_the_mbench_data(tmp_path, monkeypa
     assert any(60 in c["lengths"] for c in model.calls)  # 48 frames at 16 fps -> 60 at 20 fps
 
 
-@needs_mbench
 def test_bench_run_released_feeds_the_model_what_the_recipe_states(tmp_path, monkeypatch):
     from vimogen_core.bench import runner
     from vimogen_core.train.conditioning import TextContext
