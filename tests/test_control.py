@@ -114,6 +114,7 @@ def test_a_long_timeline_is_one_motion_without_teleports(generator):
     assert feats.shape == (600, 276)
     pelvis_step = np.linalg.norm(np.diff(joints(feats)[:, 0], axis=0), axis=-1)
     assert pelvis_step.max() < 0.6  # 12 m/s at 20 fps: no window starts somewhere else
+    assert joints(feats)[:, [7, 8, 10, 11], 2].min() >= -1e-6  # ankles and feet above the floor
     # Windows of at most 200 frames, none short, each after the first continuing 20 frames.
     plan = windows([240, 80, 280], 200, 20)
     assert [count for _, _, count in plan] == [120, 120, 80, 140, 140]

@@ -19,7 +19,7 @@ import torch
 
 from vimogen_core.control.constraints import ConstraintError, Prefix
 from vimogen_core.control.sampling import generate_controlled
-from vimogen_core.motion.cleanup import extend_one_frame, facing_turn_angle, gaussian_smooth
+from vimogen_core.motion.cleanup import above_floor, extend_one_frame, facing_turn_angle, gaussian_smooth
 from vimogen_core.motion.representation import (ROOT_ROT6D, encode_features, features_to_joints,
                                                 features_to_rotations, turn_and_move_features)
 from vimogen_core.motion import rotations as rot
@@ -134,7 +134,9 @@ def joined(feats: np.ndarray, seams: list[int], sigma: float = SEAM_SIGMA) -> np
         blend = near.sum(1).clamp(max=1.0)[:, None, None]  # (N, 1, 1)
         smoothed = gaussian_smooth(joints.reshape(len(f), -1), sigma).reshape(joints.shape)
         joints = (1 - blend) * joints + blend * smoothed
-    return encode_features(*extend_one_frame(local, joints)).float().numpy()
+    # Feet stay above the floor, as the clean-up leaves every generated motion: the faded offsets
+    # that join a window to its prefix can dip them below it.
+    return encode_features(*extend_one_frame(local, above_floor(joints))).float().numpy()
 
 
 def trained_window(generator) -> int:
