@@ -14,6 +14,7 @@ from scipy.spatial.transform import Rotation
 
 from vimogen_core.body.procedural import build_procedural_smpl
 from vimogen_core.motion.export import Z_UP_TO_Y_UP, export_features
+from vimogen_core.motion.kinematics import rest_joints24
 from vimogen_core.motion.motion import Motion
 from vimogen_core.motion.representation import features_to_joints
 from vimogen_core.motion.skeleton import FPS, JOINT_NAMES, NUM_JOINTS, PARENTS
@@ -138,7 +139,9 @@ def test_glb_hierarchy_accessors_and_bounds(cartwheel):
     positions = _accessor(gltf, primitive.attributes.POSITION)
     bounds = gltf.accessors[primitive.attributes.POSITION]
     assert np.allclose(bounds.min, positions.min(0)) and np.allclose(bounds.max, positions.max(0))
-    assert 1.5 < bounds.max[1] - bounds.min[1] < 2.0  # an adult standing Y up
+    # The mesh is the procedural body of the skeleton's rest pose, vertex for vertex (Y up as the
+    # SMPL body frame is).
+    assert np.allclose(positions, build_procedural_smpl(rest_joints24())["v_template"], atol=1e-6)
     assert _accessor(gltf, primitive.attributes.JOINTS_0).max() < NUM_JOINTS
     assert np.allclose(_accessor(gltf, primitive.attributes.WEIGHTS_0).sum(1), 1.0)
     faces = _accessor(gltf, primitive.indices)
