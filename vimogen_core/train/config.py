@@ -36,7 +36,21 @@ class TrainConfig:
     ema_ramp: bool = True
     bf16: bool = True  # autocast matmuls to bfloat16 where the device runs bf16 natively (AMX, tensor cores)
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N", or "auto" (the GPU where there is one)
+    # Under torchrun (or for one process that must shard, e.g. the released size on one GPU):
+    # "ddp" replicates the model per process, "fsdp" shards parameters, gradients and optimizer
+    # state (FSDP2, train/fsdp.py) and saves sharded checkpoints.
+    parallel: str = "ddp"
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
+    compile: bool = False  # torch.compile the network (CUDA: fused kernels; the first steps compile)
+    # Data loading (train/data.py): worker processes drawing whole per-rank batches ahead of the
+    # step (0: in the training process), batches each worker keeps ready, pinned host memory for
+    # the copy to a GPU, and length bucketing (> 0: batches are cut from chunks of this many
+    # batches sorted by motion length, so a batch pads less; 0: off).
+    data_workers: int = 0
+    prefetch_batches: int = 2
+    pin_memory: bool = True
+    length_bucketing: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
     # Data: "builtin" (the 15 DeepMimic clips) or the path of a curated shard manifest.
@@ -123,6 +137,13 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
                         checkpoint_every=500, geometry_weight=0.01, guidance_scale=2.5),
     "small": TrainConfig(model_preset="small", steps=3000, batch_size=32, lr=5e-4, warmup_steps=200, ema_decay=0.998,
                          checkpoint_every=500),
+    # One GPU: a few hundred million parameters (dim 1024, 16 layers; 8 reference-encoder layers)
+    # on MiniLM text features, wide enough to predict the velocity like the released network.
+    "base": TrainConfig(model_preset="small", model_overrides={"dim": 1024, "ffn_dim": 4096, "num_heads": 16,
+                                                               "num_layers": 16, "prediction": "velocity"},
+                        steps=20_000, batch_size=128, lr=2e-4, weight_decay=1e-4, adam_betas=(0.9, 0.95),
+                        warmup_steps=500, grad_clip=0.1, ema_decay=0.9999, device="auto", checkpoint_every=1000,
+                        log_every=50, data_workers=4, length_bucketing=8),
     # The paper's run, point by point as RELEASED_RECIPE.md states it: the released architecture,
     # 40k steps at global batch 1024, AdamW lr 2e-4, betas (0.9, 0.95), weight decay 1e-4, 100
     # warm-up steps, clipping 0.1, EMA 0.9999 every step; video_text_annot captions; whole 40-200
@@ -133,7 +154,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "released": TrainConfig(model_preset="released", text_encoder="umt5", text_len=226, steps=40_000, batch_size=1024, lr=2e-4,
                             weight_decay=1e-4, adam_betas=(0.9, 0.95), warmup_steps=100, grad_clip=0.1,
                             ema_decay=0.9999, ema_ramp=False, data="data/curated/manifest.parquet",
-                            device="cuda", checkpoint_every=1000, log_every=50, mirror=False, length_rule="redraw",
+                            device="cuda", parallel="fsdp", activation_checkpointing=True, data_workers=4,
+                            length_bucketing=8, checkpoint_every=1000, log_every=50, mirror=False, length_rule="redraw",
                             caption_field="video", noisy_sources=(), noisy_path_markers=("motion31", "mogen_db"),
                             local_loss_path_markers=("mogen_db", "vigen"), ref_dropout=0.0, ref_noise_std_spread=0.05,
                             ref_blend_jitter=0.3, sampler="released"),
