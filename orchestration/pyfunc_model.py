@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 
 from vimogen_core.control.files import CONTROL_COLUMNS
+from vimogen_core.control.requests import Row
 from vimogen_core.control.timeline import generate_any_length
-
-DEFAULT_FRAMES = 100
 
 
 def model_signature():
@@ -35,14 +34,7 @@ def bad_request(message: str):
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)  # the scoring server answers 400
-
-
-def _column(frame: pd.DataFrame, name: str, default) -> list:
-    if name not in frame:
-        return [default] * len(frame)
-    return [default if value is None or (isinstance(value, float) and np.isnan(value)) else value
-            for value in frame[name]]
+    return MlflowException(" ".join(message.split()), error_code=INVALID_PARAMETER_VALUE)  # the scoring server answers 400
 
 
 class VimogenPyfunc(mlflow.pyfunc.PythonModel):
@@ -57,35 +49,43 @@ class VimogenPyfunc(mlflow.pyfunc.PythonModel):
         self.cfg_scale = None if self.generator.is_light else settings.get("cfg_scale")  # None: the preset's guidance
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
+        """MLflow's entry: the rows are checked against the serving limits (vimogen_core.control.requests)
+        before any model work; a refusal is MLflow's 400 with the one-line reason."""
+        from vimogen_core.control.requests import RequestError, check_rows
+
+        try:
+            rows = check_rows(model_input.to_dict("records"))
+        except RequestError as err:
+            raise bad_request(str(err)) from None
+        return self.generate_rows(rows)
+
+    def generate_rows(self, rows: list[Row]) -> pd.DataFrame:
+        """Checked rows -> one output row per motion. The request's seed is its first row's; motion i draws
+        seed + i. `vimogen serve` calls this directly with the rows it has checked."""
         import torch
 
         from vimogen_core.errors import MotionDataError
         from vimogen_core.motion.representation import features_to_joints
 
-        if "prompt" not in model_input:
-            raise bad_request("input needs a 'prompt' column (one text per motion)")
-        prompts = [str(p) for p in model_input["prompt"]]
-        frames = [int(f) for f in _column(model_input, "frames", DEFAULT_FRAMES)]
-        seed = int(_column(model_input, "seed", 0)[0]) if len(model_input) else 0
+        prompts, frames, refs = [r.prompt for r in rows], [r.frames for r in rows], [r.ref_motion for r in rows]
+        seed = rows[0].seed
         try:
-            refs = [np.asarray(json.loads(r), dtype=np.float32) if isinstance(r, str) and r else None
-                    for r in _column(model_input, "ref_motion", None)]
-            controls = [{name: _column(model_input, name, None)[i] for name in CONTROL_COLUMNS}
-                        for i in range(len(model_input))]
-            if any(value is not None for row in controls for value in row.values()):
-                feats = self._controlled(prompts, frames, refs, controls, seed)
+            if any(row.controls for row in rows):
+                feats = self._controlled(prompts, frames, refs, [row.controls for row in rows], seed)
             else:
                 feats = generate_any_length(self.generator, prompts, frames,
                                             ref_motions=refs if any(r is not None for r in refs) else None,
                                             steps=self.steps, cfg_scale=self.cfg_scale, seed=seed)
-        except (ValueError, MotionDataError) as err:  # json errors are ValueErrors too
+        except (ValueError, MotionDataError) as err:  # what only the generator can tell (e.g. ref mode on a light model)
             raise bad_request(str(err)) from err
-        rows = []
+        out = []
         for prompt, f in zip(prompts, feats):
             joints = features_to_joints(torch.as_tensor(f)).numpy()  # (T, 22, 3)
-            rows.append({"prompt": prompt, "frames": len(f), "joints": json.dumps(np.round(joints, 5).tolist()),
-                         "features": json.dumps(np.round(f, 5).tolist())})
-        return pd.DataFrame(rows)
+            # rounded in float64: float32 values would print as 0.8799899816513062 (2.5x the text)
+            out.append({"prompt": prompt, "frames": len(f),
+                        "joints": json.dumps(np.round(joints.astype(np.float64), 5).tolist()),
+                        "features": json.dumps(np.round(f.astype(np.float64), 5).tolist())})
+        return pd.DataFrame(out)
 
     def _controlled(self, prompts, frames, refs, controls, seed) -> list[np.ndarray]:
         """Rows with control columns, one at a time (each its own constraints), seeds as in a batch."""

@@ -20,11 +20,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read when gradio i
 
 import numpy as np
 
+from vimogen_core.control.requests import RequestError, RequestLimits, check_prompt, check_seed, whole_number
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.skeleton import FPS
 from vimogen_core.train.generate import MAX_FRAMES, Generator
 
 MAX_STEPS = 200
+# Clicks waiting for the one generation slot; one more is refused by Gradio ("queue is full")
+# instead of the page's memory growing with every waiting visitor.
+QUEUE_SIZE = 16
 DOWNLOADS = ("glb", "bvh", "npz")
 # The viewer's orbit camera (degrees about glTF's Y up, then from the pole): a front three-quarter
 # view, since a motion starts facing +Y in the project's frame, -Z in glTF's.
@@ -49,40 +53,24 @@ def load_model(model: str | None = None, checkpoint: str | None = None) -> Loade
         # `vimogen generate`'s default (50; 4 for a ViMoGen-light student); a registered model
         # brings its own serving steps
         return LoadedModel(generator, generator.default_steps, f"checkpoint {checkpoint} (step {generator.step})")
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from orchestration.model_server import load_pyfunc
 
-    from orchestration.resources import default_tracking_uri
-
-    uri = default_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        served = mlflow.pyfunc.load_model(model).unwrap_python_model()
-    except MlflowException as err:  # e.g. no such model or alias: one line, not MLflow's traceback
-        raise ValueError(f"{model}: cannot load from the MLflow registry at {uri} ({err.message})") from None
+    served = load_pyfunc(model).unwrap_python_model()
     return LoadedModel(served.generator, served.steps, f"{model} (step {served.generator.step})")
 
 
-def _whole(value, name: str, low: int, high: int) -> int:
-    if value is None or not math.isfinite(float(value)) or float(value) != int(value):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    if not low <= int(value) <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {int(value)}")
-    return int(value)
-
-
-def check_request(prompt: str, duration: float, steps, seed) -> tuple[str, int, int, int]:
-    """The page's inputs -> (prompt, frames, steps, seed), or ValueError with what to change."""
-    prompt = (prompt or "").strip()
-    if not prompt:
-        raise ValueError("describe the motion first: the prompt is empty")
-    if duration is None or not math.isfinite(float(duration)):
-        raise ValueError("duration must be a number of seconds")
-    frames = int(round(float(duration) * FPS))
+def check_request(prompt: str, duration: float, steps, seed,
+                  limits: RequestLimits = RequestLimits()) -> tuple[str, int, int, int]:
+    """The page's inputs -> (prompt, frames, steps, seed), or RequestError (a ValueError) with what to
+    change; the served model's limits (vimogen_core.control.requests) apply to the prompt and seed."""
+    prompt = check_prompt(prompt, "prompt", limits)
+    if isinstance(duration, bool) or not isinstance(duration, (int, float, np.integer, np.floating)) or not math.isfinite(float(duration)):
+        raise RequestError(f"duration must be a number of seconds, got {duration!r}"[:120])
+    seconds = float(duration)
+    frames = int(round(seconds * FPS)) if abs(seconds) <= 2 * MAX_FRAMES / FPS else -1  # no overflow on 1e308
     if not 2 <= frames <= MAX_FRAMES:
-        raise ValueError(f"duration must be between {2 / FPS:.1f} and {MAX_FRAMES / FPS:.0f} s, got {duration} s")
-    return prompt, frames, _whole(steps, "steps", 1, MAX_STEPS), _whole(seed, "seed", 0, 2**31 - 1)
+        raise RequestError(f"duration must be between {2 / FPS:.1f} and {MAX_FRAMES / FPS:.0f} s, got {duration} s")
+    return prompt, frames, whole_number(steps, "steps", 1, MAX_STEPS), check_seed(seed)
 
 
 def generate_files(loaded: LoadedModel, prompt: str, frames: int, steps: int, seed: int, out_dir: Path,
@@ -132,22 +120,29 @@ def render_video(features_path: Path) -> Path:
     return out
 
 
+def answer_generate(loaded: LoadedModel, out_root: Path, prompt, duration, steps, seed,
+                    report=lambda fraction, message: None) -> tuple:
+    """The Generate button: (GLB, downloads, features, status). Inputs are checked before any model
+    work; bad input is a line in the status, never a traceback."""
+    started = time.perf_counter()
+    try:
+        prompt, frames, steps, seed = check_request(prompt, duration, steps, seed)
+        out_dir = Path(tempfile.mkdtemp(prefix="motion-", dir=out_root))
+        paths = generate_files(loaded, prompt, frames, steps, seed, out_dir, report=report)
+    except (ValueError, MotionDataError) as err:
+        return None, None, None, f"**Error:** {err}"
+    seconds = time.perf_counter() - started
+    status = (f"Generated **{frames} frames** ({frames / FPS:.1f} s at {FPS} fps) in {seconds:.2f} s: "
+              f"\"{prompt}\", {steps} steps, seed {seed}. Rendering the video...")
+    return str(paths["glb"]), [str(paths[fmt]) for fmt in DOWNLOADS], str(paths["features"]), status
+
+
 def build_app(loaded: LoadedModel, out_root: Path):
     import gradio as gr
 
     def on_generate(prompt, duration, steps, seed, progress=gr.Progress()):
-        started = time.perf_counter()
-        try:
-            prompt, frames, steps, seed = check_request(prompt, duration, steps, seed)
-            out_dir = Path(tempfile.mkdtemp(prefix="motion-", dir=out_root))
-            paths = generate_files(loaded, prompt, frames, steps, seed, out_dir,
-                                   report=lambda fraction, message: progress(fraction, desc=message))
-        except (ValueError, MotionDataError) as err:  # bad input: a message in the page, never a traceback
-            return None, None, None, f"**Error:** {err}"
-        seconds = time.perf_counter() - started
-        status = (f"Generated **{frames} frames** ({frames / FPS:.1f} s at {FPS} fps) in {seconds:.2f} s: "
-                  f"\"{prompt}\", {steps} steps, seed {seed}. Rendering the video...")
-        return str(paths["glb"]), [str(paths[fmt]) for fmt in DOWNLOADS], str(paths["features"]), status
+        return answer_generate(loaded, out_root, prompt, duration, steps, seed,
+                               report=lambda fraction, message: progress(fraction, desc=message))
 
     def on_render(features_path, status):
         if not features_path:
@@ -191,6 +186,6 @@ def launch(model: str | None, checkpoint: str | None, host: str = "127.0.0.1", p
     loaded = load_model(model, checkpoint)
     app = build_app(loaded, out_root)
     print(f"playground: {loaded.source} on http://{host}:{port} (files under {out_root})", flush=True)
-    app.queue(default_concurrency_limit=1).launch(
+    app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE).launch(
         server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False, mcp_server=False,
         allowed_paths=[str(out_root)], footer_links=[], quiet=True)
