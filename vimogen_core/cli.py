@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "vimogen_core.bench.cli",
     "vimogen_core.distill.cli",
     "playground.cli",  # the web page (a serving layer outside the library); Gradio loads only when it runs
+    "orchestration.cli",  # `vimogen serve`: the registered model over HTTP; MLflow loads only when it runs
 )
 
 
