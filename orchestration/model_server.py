@@ -22,14 +22,21 @@ import asyncio
 import json
 import os
 import queue
+import subprocess
 import sys
 import threading
+import time
 import traceback
+import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from vimogen_core.control.requests import RequestError, RequestLimits, parse_body
 
 JSON = b"application/json"
+# A body past the limit is still read (and dropped) up to this size, so that a client that is still
+# sending gets its 413 instead of a reset connection; past it the connection is closed.
+DRAIN_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,7 @@ class ModelServer:
         headers = dict(scope["headers"])
         limit = self.limits.max_body_bytes
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        if declared is not None and (not declared.isdigit() or int(declared) > DRAIN_BYTES):
             return _error(413, f"body of {declared.decode(errors='replace')[:20]} bytes; the limit is {limit}")
         chunks, size = [], 0
         while True:
@@ -152,12 +159,18 @@ class ModelServer:
                 return _error(408, f"the body stopped arriving for {self.settings.read_timeout:g} s")
             if message["type"] == "http.disconnect":
                 return _error(400, "the client went away before sending its body")
-            size += len(message.get("body", b""))
-            if size > limit:
-                return _error(413, f"body of more than {limit} bytes; the limit is {limit}")
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            elif size > DRAIN_BYTES:
+                return _error(413, f"body of more than {DRAIN_BYTES} bytes; the limit is {limit}")
+            else:  # kept no longer; read on so that the client, still sending, gets the answer
+                chunks = []
             if not message.get("more_body", False):
                 break
+        if size > limit:
+            return _error(413, f"body of {size} bytes; the limit is {limit}")
         try:
             rows = parse_body(b"".join(chunks), headers.get(b"content-type", b"").decode("latin-1"), self.limits)
         except RequestError as err:
@@ -172,6 +185,28 @@ class ModelServer:
             return await future
         finally:
             self.admitted -= 1
+
+
+def start_model_server(args: list[str], port: int, env: dict | None = None, log: Path | None = None,
+                       timeout: float = 180.0) -> subprocess.Popen:
+    """`vimogen serve ARGS --port PORT` in a subprocess, returned once /ping answers; stop it with
+    `playground.browser.stop_server` (by its PID)."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
+    handle = open(log or os.devnull, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "vimogen_core.cli", "serve", *args, "--port", str(port)],
+                            env=env, stdout=handle, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vimogen serve exited with {proc.returncode}" + (f"; see {log}" if log else ""))
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    raise TimeoutError(f"vimogen serve did not answer on port {port} within {timeout:.0f} s")
 
 
 def serve(model_uri: str, host: str = "127.0.0.1", port: int = 5001, limits: RequestLimits = RequestLimits(),

@@ -72,7 +72,8 @@ def whole_number(value, name: str, low: int | None = None, high: int | None = No
 
 
 def _shown(value, limit: int = 40) -> str:
-    text = repr(value)
+    """`value` for a message: its repr (a text as it is), cut short."""
+    text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
@@ -160,8 +161,9 @@ def check_ref_motion(value, where: str, limits: RequestLimits) -> np.ndarray:
         raise RequestError(f"{where}: expected rows of {FEATURE_DIM} numbers, got shape {motion.shape}")
     if not 1 <= len(motion) <= MAX_FRAMES:
         raise RequestError(f"{where}: {len(motion)} frames; 1 to {MAX_FRAMES} allowed")
-    motion = motion.astype(np.float32)
-    if not np.isfinite(motion).all():  # also what float32 cannot hold
+    with np.errstate(over="ignore"):  # what float32 cannot hold becomes inf, refused below
+        motion = motion.astype(np.float32)
+    if not np.isfinite(motion).all():
         bad = int((~np.isfinite(motion)).any(axis=1).sum())
         raise RequestError(f"{where}: non-finite values in {bad} frame(s)")
     return motion
