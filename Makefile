@@ -12,11 +12,12 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv system-deps test test-fast demo ui mlflow-ui playground clean
+.PHONY: venv system-deps test test-fast demo ui mlflow-ui playground serve-stack stop-stack clean
 
 # Debian packages the slow tests drive: Blender's glTF importer (its numpy comes from Debian),
-# and a headless browser for the playground test.
-SYSTEM_PACKAGES := blender python3-numpy chromium chromium-driver
+# a headless browser for the playground test, and the PostgreSQL server of the deployment test
+# (and of `make serve-stack`).
+SYSTEM_PACKAGES := blender python3-numpy chromium chromium-driver postgresql
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +60,15 @@ mlflow-ui: venv
 # The registry's champion (after `make demo`), or CHECKPOINT=path/to/step.pt -> http://127.0.0.1:7860
 playground: venv
 	$(VENV)/bin/vimogen playground $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+
+# The deployment (deploy/compose.yaml) as local processes on 127.0.0.1, for machines without
+# containers: PostgreSQL, S3 (moto), the MLflow server, Dagster's webserver (:3000) and daemon.
+# Data, logs, PIDs and the environment to source (stack.env) in $(STATE)/stack.
+serve-stack: venv system-deps
+	$(PY) deploy/local_stack.py start --folder $(STATE)/stack
+
+stop-stack:
+	$(PY) deploy/local_stack.py stop --folder $(STATE)/stack
 
 clean:
 	rm -rf $(STATE)
