@@ -5,6 +5,10 @@
     vimogen distill validate --manifest teacher_samples/manifest.parquet
     vimogen distill train --teacher CKPT --samples teacher_samples/manifest.parquet --out light_run/
     vimogen distill score --teacher CKPT --student light_run/checkpoints/step_X.pt
+
+`--params params.yaml` reads the settings of `prompts`, `sample` and `train` from that file's
+`distill_prompts`, `distill_sample` and `distill_train` sections (what DVC and the Dagster assets
+use); an option given on the command line wins over the file.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from vimogen_core.distill.prompts import PromptSettings
     from vimogen_core.distill.student import METHODS, StudentConfig
     from vimogen_core.distill.teacher import TeacherSamplingConfig
 
@@ -22,9 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     prompts = steps.add_parser("prompts", help="expand the training captions into new prompts")
     prompts.add_argument("--out", required=True, help="text file, one prompt per line")
-    prompts.add_argument("--count", type=int, default=2000)
-    prompts.add_argument("--expander", default="compositional")
-    prompts.add_argument("--seed", type=int, default=0)
+    prompts.add_argument("--params", help="params.yaml: its distill_prompts section")
+    prompts.add_argument("--count", type=int, help=f"default {PromptSettings.count}")
+    prompts.add_argument("--expander", help=f"default {PromptSettings.expander}")
+    prompts.add_argument("--seed", type=int, help=f"default {PromptSettings.seed}")
     prompts.add_argument("--captions-from", help="a curated manifest.parquet (default: the built-in clips' captions)")
     prompts.set_defaults(func=cmd_prompts)
 
@@ -32,10 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--teacher", required=True, help="a full ViMoGen training checkpoint")
     sample.add_argument("--prompts", required=True, help="text file, one prompt per line")
     sample.add_argument("--out", required=True)
-    sample.add_argument("--steps", type=int, default=TeacherSamplingConfig.steps)
-    sample.add_argument("--cfg", type=float, help="guidance scale (default: the teacher preset's)")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--batch-size", type=int, default=TeacherSamplingConfig.batch_size)
+    sample.add_argument("--params", help="params.yaml: its distill_sample section")
+    sample.add_argument("--steps", type=int, help=f"default {TeacherSamplingConfig.steps}")
+    sample.add_argument("--cfg", dest="cfg_scale", type=float, help="guidance scale (default: the teacher preset's)")
+    sample.add_argument("--seed", type=int, help="default 0")
+    sample.add_argument("--batch-size", type=int, help=f"default {TeacherSamplingConfig.batch_size}")
     sample.add_argument("--device", default="cpu")
     sample.set_defaults(func=cmd_sample)
 
@@ -48,11 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--teacher", required=True)
     train.add_argument("--samples", required=True, help="teacher-sample manifest.parquet")
     train.add_argument("--out", required=True, help="run folder")
-    train.add_argument("--method", choices=METHODS, default=StudentConfig.method)
-    train.add_argument("--steps", type=int, default=StudentConfig.steps)
-    train.add_argument("--batch-size", type=int, default=StudentConfig.batch_size)
-    train.add_argument("--teacher-share", type=float, default=StudentConfig.teacher_share)
-    train.add_argument("--lr", type=float, default=StudentConfig.lr)
+    train.add_argument("--params", help="params.yaml: its distill_train section")
+    train.add_argument("--method", choices=METHODS, help=f"default {StudentConfig.method}")
+    train.add_argument("--steps", type=int, help=f"default {StudentConfig.steps}")
+    train.add_argument("--batch-size", type=int, help=f"default {StudentConfig.batch_size}")
+    train.add_argument("--teacher-share", type=float, help=f"default {StudentConfig.teacher_share}")
+    train.add_argument("--lr", type=float, help=f"default {StudentConfig.lr}")
     train.add_argument("--resume", help="a checkpoint file, or 'auto'")
     train.add_argument("--quiet", action="store_true")
     train.set_defaults(func=cmd_train)
@@ -66,30 +74,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.set_defaults(func=cmd_score)
 
 
+def _given(args, *names: str) -> dict:
+    return {name: getattr(args, name) for name in names}
+
+
 def cmd_prompts(args) -> int:
-    from vimogen_core.distill.prompts import get_expander, training_captions
+    from vimogen_core.distill.prompts import expand_prompts
+    from vimogen_core.distill.settings import distill_settings
     from vimogen_core.files import atomic_write_bytes
 
-    if args.captions_from:
-        from vimogen_core.curation.shards import read_manifest
-
-        table = read_manifest(Path(args.captions_from), ["motion_text", "video_text"])
-        captions = [c for texts in table["motion_text"].to_pylist() for c in texts or []]
-        captions += [c for c in table["video_text"].to_pylist() if c]
-    else:
-        captions = training_captions()
-    prompts = get_expander(args.expander, seed=args.seed).expand(captions, args.count)
+    prompts, n_captions = expand_prompts(distill_settings("prompts", args.params, _given(args, "count", "expander", "seed")),
+                                         args.captions_from)
     atomic_write_bytes(Path(args.out), ("\n".join(prompts) + "\n").encode("utf-8"))
-    print(json.dumps({"out": args.out, "prompts": len(prompts), "from_captions": len(captions)}))
+    print(json.dumps({"out": args.out, "prompts": len(prompts), "from_captions": n_captions}))
     return 0
 
 
 def cmd_sample(args) -> int:
-    from vimogen_core.distill.teacher import TeacherSamplingConfig, sample_teacher, validate_teacher_samples
+    from vimogen_core.distill.settings import distill_settings
+    from vimogen_core.distill.teacher import sample_teacher, validate_teacher_samples
     from vimogen_core.train.generate import load_generator, read_prompt_file
 
-    config = TeacherSamplingConfig(steps=args.steps, cfg_scale=args.cfg, seed=args.seed, batch_size=args.batch_size)
-    result = sample_teacher(load_generator(args.teacher, device=args.device), read_prompt_file(args.prompts), args.out, config)
+    result = sample_teacher(load_generator(args.teacher, device=args.device), read_prompt_file(args.prompts), args.out,
+                            distill_settings("sample", args.params, _given(args, "steps", "cfg_scale", "seed", "batch_size")))
     validation = validate_teacher_samples(result.manifest_path, Path(args.out) / "validation.json")
     print(json.dumps({**result.to_metadata(), "validation": validation.to_metadata()}))
     return 0 if validation.success else 1
@@ -104,13 +111,13 @@ def cmd_validate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from vimogen_core.distill.student import StudentConfig, train_student
+    from vimogen_core.distill.settings import distill_settings
+    from vimogen_core.distill.student import train_student
     from vimogen_core.sinks import NullSink, PrintSink
 
-    config = StudentConfig(method=args.method, steps=args.steps, batch_size=args.batch_size,
-                           teacher_share=args.teacher_share, lr=args.lr)
-    result = train_student(args.teacher, args.samples, args.out, config, sink=NullSink() if args.quiet else PrintSink(),
-                           resume=args.resume, progress=not args.quiet)
+    config = distill_settings("train", args.params, _given(args, "method", "steps", "batch_size", "teacher_share", "lr"))
+    result = train_student(args.teacher, args.samples, args.out, config,
+                           sink=NullSink() if args.quiet else PrintSink(), resume=args.resume, progress=not args.quiet)
     print(json.dumps(result.to_metadata()))
     return 0
 

@@ -142,3 +142,29 @@ def training_captions() -> list[str]:
     from vimogen_core.sources.captions import CLIP_CAPTIONS
 
     return [c for entry in CLIP_CAPTIONS.values() for c in [*entry["motion"], entry["video"]]]
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    count: int = 2000
+    expander: str = "compositional"
+    seed: int = 0
+
+
+def manifest_captions(manifest_path) -> list[str]:
+    """Every caption of a curated shard set (short and video-style), the captions a student's
+    training data already has."""
+    from pathlib import Path
+
+    from vimogen_core.curation.shards import read_manifest
+
+    table = read_manifest(Path(manifest_path), ["motion_text", "video_text"])
+    captions = [c for texts in table["motion_text"].to_pylist() for c in texts or []]
+    return captions + [c for c in table["video_text"].to_pylist() if c]
+
+
+def expand_prompts(settings: PromptSettings = PromptSettings(), captions_from=None) -> tuple[list[str], int]:
+    """(new prompts, how many captions they were composed from): the captions of the curated
+    manifest `captions_from`, or the built-in clips' without one."""
+    captions = manifest_captions(captions_from) if captions_from else training_captions()
+    return get_expander(settings.expander, seed=settings.seed).expand(captions, settings.count), len(captions)
