@@ -1,5 +1,7 @@
 """The asset graph: sources -> curated samples -> shards (+ blocking expectation check) ->
-statistics, text cache -> trained model -> MBench / classic scores -> registered model -> champion.
+statistics, text cache -> trained model -> MBench / classic scores -> registered model -> champion,
+and ViMoGen-light from the champion: expanded prompts -> teacher samples (+ blocking expectation check)
+-> light model -> its MBench / classic scores -> `vimogen-light` registered -> its champion.
 Each body reads resources/config, calls one library function and turns its result into metadata."""
 
 import dataclasses
@@ -69,7 +71,26 @@ class BenchRunConfig(Config):
     eval_info_path: str = ""
 
 
+class DistillPromptsRunConfig(Config):
+    count: int = 0  # prompts to expand; 0: params.yaml distill_prompts
+
+
+class TeacherSamplesRunConfig(Config):
+    steps: int = 0  # the teacher's Euler steps; 0: params.yaml distill_sample
+
+
+class LightTrainingRunConfig(Config):
+    steps: int = 0  # student training steps; 0: params.yaml distill_train
+    batch_size: int = 0  # 0: params.yaml distill_train
+    sample_prompt: str = "a person walks forward"
+
+
+class LightBenchRunConfig(BenchRunConfig):
+    steps: int = 0  # the student's sampling steps per motion; 0: the checkpoint's own (4)
+
+
 SOURCE_PARTITIONS = StaticPartitionsDefinition(list(SOURCES))
+LIGHT = "light"  # the asset group of ViMoGen-light
 
 
 @asset(group_name="sources", partitions_def=SOURCE_PARTITIONS, backfill_policy=BackfillPolicy.single_run(),
@@ -237,18 +258,23 @@ def trained_model(context: AssetExecutionContext, config: TrainingRunConfig, pat
     })
 
 
-def trained_model_of_this_run(context: AssetExecutionContext) -> dict:
-    """{"run_id" (MLflow), "checkpoint", "run_dir"} of the trained_model materialisation this Dagster run made,
-    so two runs at once each benchmark and register their own model; a run that did not train (the benchmark
-    group materialised on its own) takes the latest materialisation."""
+def materialisation_of_this_run(context: AssetExecutionContext, asset_def) -> dict:
+    """The metadata values of the materialisation of `asset_def` this Dagster run made, so two runs at once
+    each use their own; a run that did not make one (a downstream group materialised on its own) takes the
+    latest materialisation."""
     materialisations = context.instance.all_logs(context.run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
-    mine = [e for e in materialisations if e.asset_materialization.asset_key == trained_model.key]
-    entry = mine[-1] if mine else context.instance.get_latest_materialization_event(trained_model.key)
+    mine = [e for e in materialisations if e.asset_materialization.asset_key == asset_def.key]
+    entry = mine[-1] if mine else context.instance.get_latest_materialization_event(asset_def.key)
     if entry is None:
-        raise Failure("no trained model yet: materialise trained_model first")
-    metadata = entry.asset_materialization.metadata
-    return {"run_id": metadata["mlflow_run_id"].value, "checkpoint": metadata["checkpoint"].value,
-            "run_dir": metadata["run_dir"].value}
+        raise Failure(f"no {asset_def.key.to_user_string()} yet: materialise it first")
+    return {key: value.value for key, value in entry.asset_materialization.metadata.items()}
+
+
+def trained_model_of_this_run(context: AssetExecutionContext, asset_def=None) -> dict:
+    """{"run_id" (MLflow), "checkpoint", "run_dir"} of the trained_model (or `asset_def`, e.g. light_model)
+    materialisation this Dagster run made (see materialisation_of_this_run)."""
+    metadata = materialisation_of_this_run(context, trained_model if asset_def is None else asset_def)
+    return {"run_id": metadata["mlflow_run_id"], "checkpoint": metadata["checkpoint"], "run_dir": metadata["run_dir"]}
 
 
 @asset(group_name="benchmark", deps=[curated_shards], description="The local MBench judge: a contrastive "
@@ -280,26 +306,32 @@ def local_judge(context: AssetExecutionContext, config: JudgeRunConfig, paths: P
        "beside the published table.")
 def mbench_scores(context: AssetExecutionContext, config: BenchRunConfig, paths: ProjectPaths,
                   mlflow_tracking: MLflowTracking) -> MaterializeResult:
+    run = trained_model_of_this_run(context)
+    return score_mbench(context, run, f"vimogen run {run['run_id'][:8]}", config.steps, config, paths, paths.mbench_dir,
+                        mlflow_tracking)
+
+
+def score_mbench(context: AssetExecutionContext, run: dict, name: str, steps: int | None, config: BenchRunConfig | None,
+                 paths: ProjectPaths, out_dir: Path, mlflow_tracking: MLflowTracking) -> MaterializeResult:
+    """MBench of a trained `run`'s checkpoint at `steps` (None: the checkpoint's own), logged to its MLflow run."""
     from vimogen_core.bench.judges import LocalJudge
     from vimogen_core.bench.runner import run_mbench
 
-    run = trained_model_of_this_run(context)
-    name = f"vimogen run {run['run_id'][:8]}"
-    result = run_mbench(run["checkpoint"], prompts_path=config.prompts_path or None,
-                        eval_info_path=config.eval_info_path or None, out_dir=paths.mbench_dir, steps=config.steps,
+    result = run_mbench(run["checkpoint"], prompts_path=(config.prompts_path if config else "") or None,
+                        eval_info_path=(config.eval_info_path if config else "") or None, out_dir=out_dir, steps=steps,
                         judge_factory=lambda: LocalJudge.load(paths.judge_dir), model_name=name)
     scores = {dim: agg["mean"] for dim, agg in result.aggregates.items()}  # None: could not be scored
     setup = registry.scoring_setup(result.metadata)
-    registry.log_scores(mlflow_tracking.setup(paths), run["run_id"], scores, "mbench", paths.mbench_dir, setup)
+    registry.log_scores(mlflow_tracking.setup(paths), run["run_id"], scores, "mbench", out_dir, setup)
     context.log.info(f"MBench: {scores}")
-    report = (paths.mbench_dir / "report.md").read_text()
+    report = (out_dir / "report.md").read_text()
     return MaterializeResult(metadata={
         "report": MetadataValue.md(report),
         **{f"mbench/{k}": float(v) for k, v in scores.items() if v is not None},
         **{f"scored_with/{k}": v for k, v in setup.items()},
         "checkpoint": MetadataValue.path(run["checkpoint"]),
         "mlflow_run_id": run["run_id"],
-        "report_dir": MetadataValue.path(str(paths.mbench_dir)),
+        "report_dir": MetadataValue.path(str(out_dir)),
     })
 
 
@@ -307,6 +339,13 @@ def mbench_scores(context: AssetExecutionContext, config: BenchRunConfig, paths:
        "(R-precision, FID, MM-Dist, Diversity, MultiModality) with the local evaluator on the held-out splits.")
 def classic_metrics(context: AssetExecutionContext, config: BenchRunConfig, paths: ProjectPaths,
                     mlflow_tracking: MLflowTracking) -> MaterializeResult:
+    return score_classic(context, trained_model_of_this_run(context), config.steps, paths, paths.path("bench", "classic.json"),
+                         mlflow_tracking)
+
+
+def score_classic(context: AssetExecutionContext, run: dict, steps: int | None, paths: ProjectPaths, out: Path,
+                  mlflow_tracking: MLflowTracking) -> MaterializeResult:
+    """The classic metrics of a trained `run`'s checkpoint at `steps` (None: its own) on the held-out splits."""
     from vimogen_core.bench.classic import classic_metrics as compute
     from vimogen_core.bench.judges import LocalJudge
     from vimogen_core.curation.shards import iter_shard_samples
@@ -318,14 +357,12 @@ def classic_metrics(context: AssetExecutionContext, config: BenchRunConfig, path
         if row["split"] != "train" and row["motion_text"]:
             texts.append(row["motion_text"][0])
             real.append(features_to_joints(feats))  # (T, 22, 3)
-    run = trained_model_of_this_run(context)
-    generated = load_generator(run["checkpoint"]).generate(texts, [len(r) for r in real], steps=config.steps)
+    generated = load_generator(run["checkpoint"]).generate(texts, [len(r) for r in real], steps=steps)
     generated = [features_to_joints(g) for g in generated]
     judge = LocalJudge.load(paths.judge_dir)
     result = compute(judge.evaluator, texts, real, generated, batch_size=min(32, len(texts)))
     flat = {f"classic/{k}": v["mean"] for k, v in result["generated"].items()}
     registry.log_scores(mlflow_tracking.setup(paths), run["run_id"], flat, "classic", None)
-    out = paths.path("bench", "classic.json")
     out.write_text(json.dumps(result, indent=2))
     rows = [{"metric": k, "generated": f"{v['mean']:.4g} ± {v.get('ci95', 0):.2g}",
              "real": f"{result['real'][k]['mean']:.4g}" if k in result.get("real", {}) else "-"}
@@ -353,6 +390,162 @@ def registered_model(context: AssetExecutionContext, paths: ProjectPaths, mlflow
        "is not worse on the agreed dimensions; the decision says why.")
 def champion_alias(context: AssetExecutionContext, paths: ProjectPaths, mlflow_tracking: MLflowTracking) -> MaterializeResult:
     decision = registry.promote_if_not_worse(mlflow_tracking.setup(paths), mlflow_tracking.model_name)
+    context.log.info(decision["summary"])
+    return MaterializeResult(metadata={"promoted": decision["promoted"], "champion_version": decision["champion"],
+                                       "summary": decision["summary"], "decision": MetadataValue.md(decision["table"])})
+
+
+# --- ViMoGen-light: distilled from the champion ------------------------------------------------
+
+
+@asset(group_name=LIGHT, deps=[curated_shards], description="New prompts for the teacher to perform, composed "
+       "from the curated captions' actions, body parts, directions and manners (never a training caption).")
+def expanded_prompts(context: AssetExecutionContext, config: DistillPromptsRunConfig, paths: ProjectPaths) -> MaterializeResult:
+    from vimogen_core.distill.prompts import expand_prompts
+    from vimogen_core.distill.settings import distill_settings
+    from vimogen_core.files import atomic_write_bytes
+
+    settings = distill_settings("prompts", PARAMS, {"count": config.count or None}, "run config")
+    prompts, n_captions = expand_prompts(settings, paths.manifest)
+    out = paths.path("distill", "prompts.txt")
+    atomic_write_bytes(out, ("\n".join(prompts) + "\n").encode("utf-8"))
+    context.log.info(f"{len(prompts)} prompts from {n_captions} captions")
+    return MaterializeResult(metadata={"prompts": len(prompts), "from_captions": n_captions,
+                                       "expander": settings.expander, "examples": MetadataValue.json(prompts[:10]),
+                                       "path": MetadataValue.path(str(out))})
+
+
+@asset(group_name=LIGHT, deps=[expanded_prompts, champion_alias], description="The champion (`vimogen@champion`) "
+       "performs the expanded prompts (text mode, its guidance and 50 steps): gated like curated data, rejections "
+       "quarantined with their reasons, written as a shard set; the data version is its DVC hash.")
+def teacher_samples(context: AssetExecutionContext, config: TeacherSamplesRunConfig, paths: ProjectPaths,
+                    mlflow_tracking: MLflowTracking) -> MaterializeResult:
+    import shutil
+
+    from vimogen_core.distill.settings import distill_settings
+    from vimogen_core.distill.teacher import sample_teacher
+    from vimogen_core.train.generate import load_generator, read_prompt_file
+
+    teacher_dir, out = paths.path("distill", "teacher"), paths.path("distill", "teacher_samples")
+    for stale in (teacher_dir, out):  # a new teacher and a new sample set, never mixed with the last ones
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        version, checkpoint = registry.champion_checkpoint(mlflow_tracking.setup(paths), mlflow_tracking.model_name,
+                                                          teacher_dir)
+    except LookupError as err:  # the light model learns from the champion only
+        raise Failure(f"{err}: no teacher to distil (champion_alias says why)") from None
+    settings = distill_settings("sample", PARAMS, {"steps": config.steps or None}, "run config")
+    prompts = read_prompt_file(paths.path("distill", "prompts.txt"))
+    context.log.info(f"teacher: {mlflow_tracking.model_name} version {version} ({settings.steps} steps) on "
+                     f"{len(prompts)} prompts")
+    result = sample_teacher(load_generator(checkpoint), prompts, out, settings,
+                            sink=DagsterLogSink(context.log, every=settings.batch_size * 4))
+    dvc_hash = registry.dvc_directory_hash(out)
+    context.log.info(f"accepted {result.n_accepted}, quarantined {result.n_rejected} in {result.seconds:.0f}s")
+    return MaterializeResult(data_version=DataVersion(dvc_hash), metadata={
+        "accepted": result.n_accepted, "quarantined": result.n_rejected,
+        "quarantine_reasons": MetadataValue.md(pictures.table_markdown(result.rejected_by_gate, "gate", "rejections")),
+        "teacher_checkpoint": MetadataValue.path(str(checkpoint)), "teacher_version": version,
+        "steps": settings.steps, "seconds": round(result.seconds, 1), "dvc_md5": dvc_hash,
+        "manifest": MetadataValue.path(result.manifest_path), "quarantine": MetadataValue.path(result.quarantine_path),
+    })
+
+
+@asset_check(asset=teacher_samples, blocking=True, description="The curation expectation suite with frame checks "
+             "(feature width, non-finite values) over the teacher samples; a failure stops the student's training.")
+def teacher_sample_expectations(paths: ProjectPaths) -> AssetCheckResult:
+    from vimogen_core.curation.shards import MANIFEST_NAME
+    from vimogen_core.distill.teacher import validate_teacher_samples
+
+    out = paths.path("distill", "teacher_samples")
+    result = validate_teacher_samples(out / MANIFEST_NAME, out / "validation.json")
+    rows = [{"expectation": c["name"], "passed": "yes" if c["success"] else "**NO**"} for c in result.checks]
+    return AssetCheckResult(passed=result.success, metadata={
+        "failed_expectations": MetadataValue.json(list(result.failed)),
+        "expectations": MetadataValue.md(pictures.rows_markdown(rows, ("expectation", "passed"))),
+        "rows": result.n_rows,
+    })
+
+
+@asset(group_name=LIGHT, deps=[teacher_samples], description="ViMoGen-light: the text-only student distilled from "
+       "the teacher on its samples (and the curated data), trained in a subprocess through Dagster Pipes, tracked "
+       "in MLflow; it samples in 1-4 steps with the guidance built in.")
+def light_model(context: AssetExecutionContext, config: LightTrainingRunConfig, paths: ProjectPaths,
+                mlflow_tracking: MLflowTracking, pipes_subprocess_client: PipesSubprocessClient) -> MaterializeResult:
+    samples = materialisation_of_this_run(context, teacher_samples)
+    run_dir = paths.path("runs", f"light-{context.run_id[:8]}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "orchestration.pipes_distill", "--teacher", samples["teacher_checkpoint"],
+               "--samples", samples["manifest"], "--out", str(run_dir), "--params", str(PARAMS), "--quiet"]
+    for option, value in (("--steps", config.steps), ("--batch-size", config.batch_size)):
+        if value:
+            command += [option, str(value)]
+    mlflow = mlflow_tracking.setup(paths)
+    run_id = registry.open_training_run(mlflow, mlflow_tracking.experiment, run_dir)
+    env = {"MLFLOW_TRACKING_URI": mlflow_tracking.uri(paths), "MLFLOW_RUN_ID": run_id}
+    try:
+        reported = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT),
+                                               env=env).get_materialize_result()
+    except Exception:
+        mlflow.tracking.MlflowClient().set_terminated(run_id, status="FAILED")
+        raise
+    checkpoint = Path(reported.metadata["checkpoint"].value)
+    logged = registry.log_training_run(mlflow, run_id, run_dir, checkpoint, paths, config.sample_prompt, sample_steps=1,
+                                       manifest_path=Path(samples["manifest"]), dataset_name="teacher-samples",
+                                       extra_artifacts=(run_dir / "distill.json",))
+    mlflow.tracking.MlflowClient().set_tag(run_id, "distilled_from",
+                                           f"{mlflow_tracking.model_name} version {samples['teacher_version']}")
+    context.log.info(f"student {reported.metadata['method'].value}, {reported.metadata['steps'].value} steps on "
+                     f"{reported.metadata['teacher_samples'].value} teacher samples: loss "
+                     f"{reported.metadata['final_loss'].value:.4g}")
+    return MaterializeResult(metadata={
+        **reported.metadata,
+        "mlflow_run_id": run_id,
+        "run_dir": MetadataValue.path(str(run_dir)),
+        "loss_curve": MetadataValue.md(pictures.png_markdown(logged["loss_png"], "distillation loss")),
+        "sample": MetadataValue.md(pictures.png_markdown(logged["sample_png"], f"1 step: {config.sample_prompt}")),
+    })
+
+
+@asset(group_name=LIGHT, deps=[light_model, local_judge], description="MBench scores of the light model (in its own "
+       "few steps) beside the published table, ViMoGen-light's row included.")
+def light_mbench_scores(context: AssetExecutionContext, config: LightBenchRunConfig, paths: ProjectPaths,
+                        mlflow_tracking: MLflowTracking) -> MaterializeResult:
+    run = trained_model_of_this_run(context, light_model)
+    return score_mbench(context, run, f"vimogen-light run {run['run_id'][:8]}", config.steps or None, config, paths,
+                        paths.path("bench", "mbench_light"), mlflow_tracking)
+
+
+@asset(group_name=LIGHT, deps=[light_model, local_judge], description="Classic text-to-motion metrics of the light "
+       "model with the local evaluator on the held-out splits.")
+def light_classic_metrics(context: AssetExecutionContext, config: LightBenchRunConfig, paths: ProjectPaths,
+                          mlflow_tracking: MLflowTracking) -> MaterializeResult:
+    return score_classic(context, trained_model_of_this_run(context, light_model), config.steps or None, paths,
+                         paths.path("bench", "classic_light.json"), mlflow_tracking)
+
+
+def light_model_name(mlflow_tracking: MLflowTracking) -> str:
+    return f"{mlflow_tracking.model_name}-light"
+
+
+@asset(group_name=LIGHT, deps=[light_model, light_mbench_scores, light_classic_metrics], description="The light "
+       "model logged as an MLflow pyfunc (serving in its own few steps) and registered as `vimogen-light`, alias "
+       "`candidate`, with its MBench scores and what they were scored under.")
+def registered_light_model(context: AssetExecutionContext, paths: ProjectPaths,
+                           mlflow_tracking: MLflowTracking) -> MaterializeResult:
+    run = trained_model_of_this_run(context, light_model)
+    name = light_model_name(mlflow_tracking)
+    version = registry.register_candidate(mlflow_tracking.setup(paths), name, run, serving_steps=None)
+    return MaterializeResult(metadata={"model": name, "version": int(version.version), "alias": "candidate",
+                                       "uri": f"models:/{name}/{version.version}",
+                                       "checkpoint": MetadataValue.path(run["checkpoint"]), "mlflow_run_id": run["run_id"]})
+
+
+@asset(group_name=LIGHT, deps=[registered_light_model], description="Moves `vimogen-light@champion` to the candidate "
+       "by the same rule as `vimogen`'s champion.")
+def light_champion_alias(context: AssetExecutionContext, paths: ProjectPaths,
+                         mlflow_tracking: MLflowTracking) -> MaterializeResult:
+    decision = registry.promote_if_not_worse(mlflow_tracking.setup(paths), light_model_name(mlflow_tracking))
     context.log.info(decision["summary"])
     return MaterializeResult(metadata={"promoted": decision["promoted"], "champion_version": decision["champion"],
                                        "summary": decision["summary"], "decision": MetadataValue.md(decision["table"])})

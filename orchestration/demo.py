@@ -28,8 +28,11 @@ def demo_environment(state_dir: Path) -> dict[str, str]:
 
 
 def run_config(steps: int, bench_steps: int, judge_preset: str, train_overrides: list[str],
-               judge_steps: int = 0) -> dict:
-    return {
+               judge_steps: int = 0, light: bool = False, light_prompts: int = 0, light_steps: int = 0) -> dict:
+    """The run config of the graph, with the ViMoGen-light group when `light` (it needs a teacher worth
+    distilling); `light_prompts` / `light_steps` (0: params.yaml) size it: the prompts the teacher
+    performs, the student's training steps."""
+    config = {
         # one process: on a small machine the per-step subprocesses cost more in imports than they win
         "execution": {"config": {"in_process": {}}},
         "ops": {
@@ -39,24 +42,31 @@ def run_config(steps: int, bench_steps: int, judge_preset: str, train_overrides:
         "classic_metrics": {"config": {"steps": bench_steps}},
         },
     }
+    if light:
+        config["ops"] |= {"expanded_prompts": {"config": {"count": light_prompts}},
+                          "light_model": {"config": {"steps": light_steps}}}
+    return config
 
 
 # What the demo shows of the Dagster log (the whole log goes to a file): each finished or failed
 # step with its key figure (the last line the asset logged), and the training progress every
 # TRAIN_REPORT_EVERY steps as a bar.
 _STEP_EVENT = re.compile(r" - (\w+) - (STEP_SUCCESS|STEP_FAILURE) - (.*)$")
-_TRAIN_LINE = re.compile(r" - trained_model - step (\d+): (loss=\S+)")
+_TRAIN_LINE = re.compile(r" - (trained_model|light_model) - step (\d+): (loss=\S+)")
 _ASSET_INFO = re.compile(r" - INFO - __ASSET_JOB - [\w-]+ - (\w+) - (?!\[pipes\])(.*)$")
 TRAIN_REPORT_EVERY = 250
+DEMO_LIGHT_PROMPTS = 64
+DEMO_LIGHT_STEPS = 250
 KEY_FIGURE_CHARS = 110
 BAR_WIDTH = 20
 
 
 class DemoSummary:
-    """The summary lines of a Dagster log, fed one line at a time; `total_steps` sizes the bar."""
+    """The summary lines of a Dagster log, fed one line at a time; `total_steps` sizes the training bar,
+    `light_steps` the light model's distillation bar."""
 
-    def __init__(self, total_steps: int):
-        self.total_steps = total_steps
+    def __init__(self, total_steps: int, light_steps: int = 0):
+        self.total = {"trained_model": total_steps, "light_model": light_steps}
         self.key_figure: dict[str, str] = {}
 
     def line(self, line: str) -> str | None:
@@ -70,11 +80,13 @@ class DemoSummary:
             return shown + (f": {figure}" if figure and kind == "STEP_SUCCESS" else "")
         train = _TRAIN_LINE.search(line)
         if train:
-            step = int(train.group(1))
-            if step % TRAIN_REPORT_EVERY:
+            asset, step, loss = train.group(1), int(train.group(2)), train.group(3)
+            total = self.total[asset]
+            if step % TRAIN_REPORT_EVERY or not total:
                 return None
-            filled = min(BAR_WIDTH, round(BAR_WIDTH * step / max(self.total_steps, 1)))
-            return f"    training [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {step}/{self.total_steps} {train.group(2)}"
+            filled = min(BAR_WIDTH, round(BAR_WIDTH * step / total))
+            label = "training" if asset == "trained_model" else "distilling"
+            return f"    {label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {step}/{total} {loss}"
         info = _ASSET_INFO.search(line)
         if info:
             asset, text = info.groups()
@@ -84,9 +96,10 @@ class DemoSummary:
 
 
 def materialize_all(state_dir: Path, config: dict, log_path: Path, echo=None) -> subprocess.CompletedProcess:
-    """The whole graph through the `dagster` CLI, as subprocesses: every source partition of the raw
-    takes in one run (`--partition-range`), then everything downstream of them (`curated_samples*`).
-    The full output goes to `log_path`; `echo(text)`, if given, gets the summary lines."""
+    """The graph through the `dagster` CLI, as subprocesses: every source partition of the raw takes in
+    one run (`--partition-range`), then everything downstream of them (`curated_samples+`), the
+    ViMoGen-light group only when `config` configures it (run_config's `light`). The full output goes
+    to `log_path`; `echo(text)`, if given, gets the summary lines."""
     from vimogen_core.sources import SOURCES
 
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -95,9 +108,13 @@ def materialize_all(state_dir: Path, config: dict, log_path: Path, echo=None) ->
     config_path = state_dir / "demo_run_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     dagster = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "orchestration.definitions"]
+    light = "light_model" in config.get("ops", {})
     commands = [dagster + ["--select", "raw_takes", "--partition-range", f"{SOURCES[0]}...{SOURCES[-1]}"],
-                dagster + ["--select", "curated_samples*", "-c", str(config_path)]]
-    summary = DemoSummary(int(config.get("ops", {}).get("trained_model", {}).get("config", {}).get("steps", 0)))
+                dagster + ["--select", 'key:"curated_samples"+' + ("" if light else ' and not group:"light"'),
+                           "-c", str(config_path)]]
+    ops = config.get("ops", {})
+    summary = DemoSummary(int(ops.get("trained_model", {}).get("config", {}).get("steps", 0)),
+                          int(ops.get("light_model", {}).get("config", {}).get("steps", 0)))
     with open(log_path, "w") as log:
         for command in commands:
             process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -121,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1500, help="training steps of the tiny model")
     parser.add_argument("--bench-steps", type=int, default=10, help="Euler steps per generated motion")
     parser.add_argument("--judge-preset", default="quick", help="local MBench judge evaluator preset")
+    # ViMoGen-light on the champion, sized to add about 3 min on the same laptop (measured in README).
+    parser.add_argument("--light-prompts", type=int, default=DEMO_LIGHT_PROMPTS, help="prompts the teacher performs")
+    parser.add_argument("--light-steps", type=int, default=DEMO_LIGHT_STEPS, help="the student's training steps")
+    parser.add_argument("--no-light", dest="light", action="store_false", help="leave out the ViMoGen-light group")
     parser.add_argument("--set", dest="train_overrides", action="append",
                         default=["batch_size=16", "max_frames=100"],
                         help="training override KEY=VALUE (repeatable), as `vimogen train --set`")
@@ -129,19 +150,24 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     log_path = state / "demo.log"
     print(f"ViMoGen demo: the whole asset graph on the embedded defaults (full log: {log_path})", flush=True)
-    done = materialize_all(state, run_config(args.steps, args.bench_steps, args.judge_preset, args.train_overrides),
-                           log_path, echo=lambda text: print(text, flush=True))
+    config = run_config(args.steps, args.bench_steps, args.judge_preset, args.train_overrides, light=args.light,
+                        light_prompts=args.light_prompts, light_steps=args.light_steps)
+    done = materialize_all(state, config, log_path, echo=lambda text: print(text, flush=True))
     minutes = (time.perf_counter() - started) / 60
     if done.returncode != 0:
         print(f"\nViMoGen demo FAILED after {minutes:.1f} min (dagster exit code {done.returncode}); "
               f"full log: {log_path}", file=sys.stderr)
         return done.returncode
     env = demo_environment(state)
+    light_lines = f"""
+  light model      : models:/vimogen-light@champion (also @candidate), distilled from vimogen@champion; 1-4 steps
+  light MBench     : {state / 'bench' / 'mbench_light' / 'report.md'} (beside the published ViMoGen-light row)
+  light classic    : {state / 'bench' / 'classic_light.json'}"""
     print(f"""
 ViMoGen demo finished in {minutes:.1f} min. State folder: {state}
   registered model : models:/vimogen@champion (also @candidate), MLflow store {env['MLFLOW_TRACKING_URI']}
   MBench report    : {state / 'bench' / 'mbench' / 'report.md'}
-  classic metrics  : {state / 'bench' / 'classic.json'}
+  classic metrics  : {state / 'bench' / 'classic.json'}{light_lines if args.light else ""}
   curated shards   : {state / 'data' / 'shards'}
   Dagster UI       : make ui        -> http://127.0.0.1:3000 (DAGSTER_HOME={env['DAGSTER_HOME']})
   MLflow UI        : make mlflow-ui -> http://127.0.0.1:5000

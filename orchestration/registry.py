@@ -80,22 +80,26 @@ def _log_input(mlflow, dataset, tags: dict) -> None:
 
 
 def log_training_run(mlflow, run_id: str, run_dir: Path, checkpoint: Path, paths: ProjectPaths, sample_prompt: str,
-                     sample_steps: int = 20) -> dict:
+                     sample_steps: int = 20, manifest_path: Path | None = None, dataset_name: str = "curated-shards",
+                     extra_artifacts: tuple[Path, ...] = ()) -> dict:
+    """Params, the training set as the run's dataset input (`manifest_path`, default the curated
+    shards; its folder's DVC hash as a tag), a sample motion and the artifacts of a finished run."""
     from vimogen_core.curation.shards import read_manifest
     from vimogen_core.motion.render import render_frames_png, render_motion
     from vimogen_core.motion.representation import features_to_joints
     from vimogen_core.train.generate import load_generator
     import torch
 
+    manifest_path = paths.manifest if manifest_path is None else Path(manifest_path)
     config = json.loads((run_dir / "train_config.json").read_text())
-    manifest = read_manifest(paths.manifest).to_pandas()
-    digest = hashlib.sha256(paths.manifest.read_bytes()).hexdigest()
-    dvc_hash = dvc_directory_hash(paths.shards)
+    manifest = read_manifest(manifest_path).to_pandas()
+    digest = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+    dvc_hash = dvc_directory_hash(manifest_path.parent)
     with mlflow.start_run(run_id=run_id):  # the loss curve is already there, logged live by the trainer
         params = {k: str(v)[:500] for k, v in _flatten("", config, {}).items()}
         mlflow.log_params(params)
         summary = manifest[["id", "source", "subset", "split", "n_frames"]]
-        dataset = mlflow.data.from_pandas(summary, source=str(paths.manifest), name="curated-shards",
+        dataset = mlflow.data.from_pandas(summary, source=str(manifest_path), name=dataset_name,
                                           digest=digest[:32])
         _log_input(mlflow, dataset, {"manifest_sha256": digest, "dvc_md5": dvc_hash})
         mlflow.set_tags({"dataset.manifest_sha256": digest, "dataset.dvc_md5": dvc_hash,
@@ -107,7 +111,7 @@ def log_training_run(mlflow, run_id: str, run_dir: Path, checkpoint: Path, paths
         sample_gif = run_dir / "sample.gif"
         render_motion(joints, sample_gif, title=sample_prompt)
         sample_png = render_frames_png(joints, run_dir / "sample.png", n=5, title=sample_prompt)
-        for artifact in (run_dir / "train_config.json", checkpoint, loss_png, sample_gif, sample_png):
+        for artifact in (run_dir / "train_config.json", checkpoint, loss_png, sample_gif, sample_png, *extra_artifacts):
             if artifact is not None and Path(artifact).exists():
                 mlflow.log_artifact(str(artifact))
     return {"loss_png": loss_png, "sample_png": Path(sample_png)}
@@ -131,12 +135,13 @@ def log_scores(mlflow, run_id: str, scores: dict, prefix: str, report_dir: Path 
             client.log_artifact(run_id, str(path), artifact_path=prefix)
 
 
-def register_candidate(mlflow, model_name: str, run: dict):
-    """Register the training `run` ({"run_id", "checkpoint", "run_dir"}) with its MBench scores and scoring setup."""
+def register_candidate(mlflow, model_name: str, run: dict, serving_steps: int | None = 20):
+    """Register the training `run` ({"run_id", "checkpoint", "run_dir"}) with its MBench scores and scoring
+    setup. `serving_steps`: the served model's sampling steps (None: the checkpoint's own, 4 for ViMoGen-light)."""
     from orchestration.pyfunc_model import model_signature
 
     settings = Path(run["run_dir"]) / "serving.json"  # in the run's own folder: runs at once never share it
-    settings.write_text(json.dumps({"steps": 20}))  # guidance: the training preset's
+    settings.write_text(json.dumps({"steps": serving_steps}))  # guidance: the training preset's
     client = mlflow.tracking.MlflowClient()
     with mlflow.start_run(run_id=run["run_id"]):
         info = mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
@@ -222,3 +227,17 @@ def promote_if_not_worse(mlflow, model_name: str) -> dict:
     table = "| dimension | champion | candidate | verdict |\n|---|---|---|---|\n" + "\n".join(rows) + f"\n\n{decision}"
     current = candidate.version if promoted else (champion.version if champion else None)
     return {"promoted": promoted, "champion": int(current) if current else -1, "table": table, "summary": decision}
+
+
+def champion_checkpoint(mlflow, model_name: str, into: Path) -> tuple[int, Path]:
+    """(version, checkpoint file) of `model_name`'s champion, its model artifacts downloaded into `into`."""
+    client = mlflow.tracking.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(model_name, "champion")
+    except Exception:  # MLflow raises when the alias is unset
+        raise LookupError(f"registered model {model_name!r} has no champion yet") from None
+    into.mkdir(parents=True, exist_ok=True)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version.version}",
+                                                     dst_path=str(into)))
+    (checkpoint,) = [p for p in (local / "artifacts").iterdir() if p.suffix == ".pt"]
+    return int(version.version), checkpoint

@@ -25,3 +25,17 @@ def test_summary_keeps_step_outcomes_with_their_key_figure_and_a_training_bar():
     summary.line(long)
     done = summary.line(PREFIX + 'mbench_scores - STEP_SUCCESS - Finished execution of step "mbench_scores" in 1m2s.\n')
     assert done.startswith("  done: mbench_scores (1m2s): MBench: xxx") and done.endswith("...") and len(done) < 160
+
+
+def test_summary_shows_the_light_model_with_its_own_bar_and_figure():
+    summary = DemoSummary(total_steps=4 * TRAIN_REPORT_EVERY, light_steps=2 * TRAIN_REPORT_EVERY)
+    step = INFO + "light_model - step {}: loss=0.2113 lr=0.0005"
+    assert summary.line(step.format(TRAIN_REPORT_EVERY)) == \
+        f"    distilling [##########..........] {TRAIN_REPORT_EVERY}/{2 * TRAIN_REPORT_EVERY} loss=0.2113"
+    summary.line(INFO + "teacher_samples - accepted 60, quarantined 4 in 41s")
+    assert summary.line(PREFIX + 'teacher_samples - STEP_SUCCESS - Finished execution of step "teacher_samples" in 44s.\n') \
+        == "  done: teacher_samples (44s): accepted 60, quarantined 4 in 41s"
+    summary.line(INFO + "light_champion_alias - promoted version 1: no champion yet")
+    assert summary.line(PREFIX + 'light_champion_alias - STEP_SUCCESS - Finished execution of step '
+                        '"light_champion_alias" in 1.2s.\n') == \
+        "  done: light_champion_alias (1.2s): promoted version 1: no champion yet"
