@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--threads", type=int, default=defaults.threads,
                        help="torch threads for all workers (default: the CPUs this process may use)")
     serve.add_argument("--read-timeout", type=float, default=defaults.read_timeout,
-                       help=f"seconds a client may stall sending its body before 408 (default {defaults.read_timeout:g})")
+                       help=f"seconds for a whole request body to arrive before 408 (default {defaults.read_timeout:g})")
     serve.add_argument("--max-connections", type=int, default=128, help="open connections before uvicorn answers 503")
     serve.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes)
     serve.add_argument("--max-rows", type=int, default=limits.max_rows, help="motions per request")

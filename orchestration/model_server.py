@@ -6,11 +6,12 @@ a failure's message quotes the whole input back. This front answers the same `/i
 (pandas orientations in, `{"predictions": [...]}` out) and `/ping`, and adds what a pyfunc cannot do
 from inside `predict`:
 
-- the body is read in chunks and refused (413) past `max_body_bytes`, or (408) when the client stops
-  sending for `read_timeout` seconds; then every limit of `vimogen_core.control.requests` is checked
-  before any model work, each refusal a 4xx with a one-line JSON `message`;
-- `workers` threads share one loaded model; at most `queue` checked requests wait for them, and one
-  more is answered 503 with Retry-After at once, so memory is bounded by (workers + queue) requests.
+- the body is read in chunks and refused (413) past `max_body_bytes`, or (408) when it has not all
+  arrived within `read_timeout` seconds; then every limit of `vimogen_core.control.requests` is
+  checked before any model work, each refusal a 4xx with a one-line JSON `message`;
+- `workers` threads share one loaded model; at most `workers + queue` requests are held (from their
+  body's first byte to their answer), and one more is answered 503 with Retry-After at once, its
+  body dropped unread, so memory is bounded by (workers + queue) bodies of at most `max_body_bytes`.
 
 Requests are not batched together: a motion sampled in a batch of two differs from the same motion
 sampled alone (by up to 9e-7 on the tiny model, same seed, same length, same prompt), so a request's
@@ -43,7 +44,7 @@ DRAIN_BYTES = 64 * 2**20
 class ServerSettings:
     workers: int = 1  # threads running the model; each request's rows are one generator call
     queue: int = 16  # checked requests waiting for a worker; one more is answered 503
-    read_timeout: float = 10.0  # seconds a client may pause while sending its body (408 after)
+    read_timeout: float = 10.0  # seconds for a whole body to arrive (408 after): a slow client holds a place no longer
     threads: int = 0  # torch threads for all workers together; 0: the CPUs this process may use
 
 
@@ -147,44 +148,55 @@ class ModelServer:
 
     async def _invocations(self, scope, receive) -> tuple[int, bytes]:
         headers = dict(scope["headers"])
-        limit = self.limits.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > DRAIN_BYTES):
-            return _error(413, f"body of {declared.decode(errors='replace')[:20]} bytes; the limit is {limit}")
-        chunks, size = [], 0
-        while True:
+            return _error(413, f"body of {declared.decode(errors='replace')[:20]} bytes; "
+                               f"the limit is {self.limits.max_body_bytes}")
+        if self.admitted >= self.settings.workers + self.settings.queue:  # before reading: a full server holds no more bodies
+            body, refusal = await self._read_body(receive, keep=False)
+            return refusal or _error(503, f"busy: {self.admitted} requests queued or running; retry shortly")
+        self.admitted += 1  # from its first byte to its answer: at most workers + queue bodies are held
+        try:
+            body, refusal = await self._read_body(receive, keep=True)
+            if refusal:
+                return refusal
             try:
-                message = await asyncio.wait_for(receive(), timeout=self.settings.read_timeout)
-            except asyncio.TimeoutError:
-                return _error(408, f"the body stopped arriving for {self.settings.read_timeout:g} s")
-            if message["type"] == "http.disconnect":
-                return _error(400, "the client went away before sending its body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size <= limit:
-                chunks.append(chunk)
-            elif size > DRAIN_BYTES:
-                return _error(413, f"body of more than {DRAIN_BYTES} bytes; the limit is {limit}")
-            else:  # kept no longer; read on so that the client, still sending, gets the answer
-                chunks = []
-            if not message.get("more_body", False):
-                break
-        if size > limit:
-            return _error(413, f"body of {size} bytes; the limit is {limit}")
-        try:
-            rows = parse_body(b"".join(chunks), headers.get(b"content-type", b"").decode("latin-1"), self.limits)
-        except RequestError as err:
-            return _error(err.status, str(err))
-        if self.admitted >= self.settings.workers + self.settings.queue:
-            return _error(503, f"busy: {self.admitted} requests queued or running; retry shortly")
-        self.admitted += 1
-        try:
+                rows = parse_body(body, headers.get(b"content-type", b"").decode("latin-1"), self.limits)
+            except RequestError as err:
+                return _error(err.status, str(err))
             loop = asyncio.get_running_loop()
             future = loop.create_future()
             self.jobs.put((rows, loop, future))
             return await future
         finally:
             self.admitted -= 1
+
+    async def _read_body(self, receive, keep: bool) -> tuple[bytes, tuple[int, bytes] | None]:
+        """The body (b"" unless `keep`), or the refusal: past the limit (read on and dropped up to
+        DRAIN_BYTES, so a client still sending gets its answer) or not all there within read_timeout."""
+        limit, timeout = self.limits.max_body_bytes, self.settings.read_timeout
+        deadline = time.monotonic() + timeout
+        chunks, size = [], 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                return b"", _error(408, f"the body did not arrive within {timeout:g} s")
+            if message["type"] == "http.disconnect":
+                return b"", _error(400, "the client went away before sending its body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > DRAIN_BYTES:
+                return b"", _error(413, f"body of more than {DRAIN_BYTES} bytes; the limit is {limit}")
+            if keep and size <= limit:
+                chunks.append(chunk)
+            else:
+                chunks = []
+            if not message.get("more_body", False):
+                break
+        if size > limit:
+            return b"", _error(413, f"body of {size} bytes; the limit is {limit}")
+        return b"".join(chunks), None
 
 
 def start_model_server(args: list[str], port: int, env: dict | None = None, log: Path | None = None,
