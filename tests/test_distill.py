@@ -308,3 +308,26 @@ def test_any_length_generation_of_a_light_checkpoint_uses_its_few_steps(checkpoi
     monkeypatch.setattr(flow, "euler_sample", spy)
     generate_any_length(generator, ["a person walks", "a person runs"], [30, trained_window(generator) + 10])
     assert used and set(used) == {4}
+
+
+def test_distill_commands_read_their_params_sections_and_the_command_line_wins(tmp_path, capsys):
+    from pathlib import Path
+
+    from vimogen_core.distill.settings import distill_settings
+
+    repo_params = Path(__file__).resolve().parents[1] / "params.yaml"
+    assert distill_settings("train", repo_params).method == "reflow"  # the repository's sections are valid
+    assert distill_settings("sample", repo_params).steps == 50
+    params = tmp_path / "params.yaml"
+    params.write_text("distill_prompts:\n  count: 7\n  seed: 2\ndistill_train:\n  steps: 5\n  batch_size: 3\n")
+    out = tmp_path / "prompts.txt"
+    assert _run_cli(["distill", "prompts", "--params", str(params), "--out", str(out)], capsys)[0] == 0
+    assert len(out.read_text().splitlines()) == 7
+    assert _run_cli(["distill", "prompts", "--params", str(params), "--count", "3", "--out", str(out)], capsys)[0] == 0
+    assert len(out.read_text().splitlines()) == 3
+    config = distill_settings("train", params, {"steps": 9, "lr": None})
+    assert (config.steps, config.batch_size, config.lr) == (9, 3, 5e-4)
+    params.write_text("distill_train:\n  stepz: 5\n")
+    code, err = _run_cli(["distill", "train", "--params", str(params), "--teacher", "t.pt", "--samples", "m.parquet",
+                          "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "distill_train: unknown setting 'stepz'" in err and len(err.splitlines()) == 1, err
