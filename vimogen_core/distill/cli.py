@@ -70,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--student", required=True, help="a ViMoGen-light checkpoint")
     score.add_argument("--student-steps", default="1,2,4")
     score.add_argument("--seeds", type=int, default=3)
+    score.add_argument("--teacher-cfg", type=float, help="the teacher's guidance (default: its preset's)")
     score.add_argument("--evaluator", help="a local judge / evaluator folder, for FID student vs teacher")
     score.set_defaults(func=cmd_score)
 
@@ -136,7 +137,8 @@ def cmd_score(args) -> int:
         evaluator = TextMotionEvaluator.load(args.evaluator)
     steps = [int(s) for s in args.student_steps.split(",")]
     scores = compare_to_teacher(load_generator(args.teacher), {"student": student}, steps,
-                                seeds=[1000 * i for i in range(args.seeds)], evaluator=evaluator)
+                                seeds=[1000 * i for i in range(args.seeds)], teacher_cfg=args.teacher_cfg,
+                                evaluator=evaluator)
     scores.pop("teacher_embeddings")
     print(json.dumps(scores, indent=1))
     return 0
