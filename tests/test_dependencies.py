@@ -19,6 +19,8 @@ USED_WITHOUT_IMPORT = {
     "dvc-s3": "DVC's S3 remote",
     "hydra-core": "pinned so that dvc's hydra accepts antlr 4.13 (DESIGN.md section 3)",
     "antlr4-python3-runtime": "pinned at 4.13 for Dagster's asset-selection parser (DESIGN.md section 3)",
+    "dagster-postgres": "the PostgreSQL run/event/schedule storage deploy/dagster.yaml names, loaded by Dagster",
+    "psycopg2-binary": "the PostgreSQL driver of dagster-postgres and of the MLflow server (postgresql+psycopg2://)",
 }
 
 
