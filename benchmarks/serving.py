@@ -30,21 +30,6 @@ import requests
 SEEDS = (0, 1, 2, 3)
 
 
-def register_checkpoint(checkpoint: str, state: Path) -> str:
-    """The checkpoint as `models:/vimogen@champion` of a new SQLite registry in `state`; returns its URI."""
-    from orchestration.registry import register_candidate
-    from orchestration.resources import MLflowTracking, ProjectPaths
-
-    uri = f"sqlite:///{state / 'mlflow.db'}"
-    mlflow = MLflowTracking(tracking_uri=uri).setup(ProjectPaths(state_dir=str(state)))
-    with mlflow.start_run() as run:
-        pass
-    version = register_candidate(mlflow, "vimogen", {"run_id": run.info.run_id, "checkpoint": checkpoint,
-                                                     "run_dir": str(Path(checkpoint).parent.parent)})
-    mlflow.tracking.MlflowClient().set_registered_model_alias("vimogen", "champion", version.version)
-    return uri
-
-
 def memory_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -122,14 +107,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="the server's torch threads (0: all CPUs)")
     args = parser.parse_args()
 
-    from orchestration.model_server import start_model_server
+    from orchestration.model_server import register_champion, start_model_server
     from playground.browser import free_port, stop_server
 
     state = Path(tempfile.mkdtemp(prefix="serving_bench_"))
     env = {"VIMOGEN_STATE_DIR": str(state)}
     model_uri = args.model_uri
     if args.checkpoint:
-        env["MLFLOW_TRACKING_URI"] = register_checkpoint(args.checkpoint, state)
+        env["MLFLOW_TRACKING_URI"] = register_champion(args.checkpoint, state)
         model_uri = "models:/vimogen@champion"
     port = free_port()
     url = f"http://127.0.0.1:{port}/invocations"

@@ -65,6 +65,22 @@ def load_pyfunc(model_uri: str):
         raise ValueError(f"{model_uri}: cannot load from the MLflow registry at {uri} ({err.message})") from None
 
 
+def register_champion(checkpoint: str | os.PathLike, state: Path, name: str = "vimogen") -> str:
+    """A training checkpoint as `models:/NAME@champion` of a new SQLite registry in `state`, registered
+    the way the graph registers (orchestration.registry), for benchmarks and tests; returns the tracking URI."""
+    from orchestration.registry import register_candidate
+    from orchestration.resources import MLflowTracking, ProjectPaths
+
+    uri = f"sqlite:///{Path(state) / 'mlflow.db'}"
+    mlflow = MLflowTracking(tracking_uri=uri).setup(ProjectPaths(state_dir=str(state)))
+    with mlflow.start_run() as run:
+        pass
+    version = register_candidate(mlflow, name, {"run_id": run.info.run_id, "checkpoint": str(checkpoint),
+                                                "run_dir": str(Path(checkpoint).parent.parent)})
+    mlflow.tracking.MlflowClient().set_registered_model_alias(name, "champion", version.version)
+    return uri
+
+
 def _error(status: int, message: str) -> tuple[int, bytes]:
     codes = {400: "BAD_REQUEST", 404: "ENDPOINT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 408: "REQUEST_TIMEOUT",
              413: "REQUEST_LIMIT_EXCEEDED", 415: "UNSUPPORTED_MEDIA_TYPE", 500: "INTERNAL_ERROR",

@@ -100,19 +100,11 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
     """`vimogen serve` on the champion: one worker, two waiting requests, so eight clients overflow it."""
-    from orchestration.model_server import start_model_server
-    from orchestration.registry import register_candidate
-    from orchestration.resources import MLflowTracking, ProjectPaths
+    from orchestration.model_server import register_champion, start_model_server
     from playground.browser import free_port, stop_server
 
     state = tmp_path_factory.mktemp("state")
-    uri = f"sqlite:///{state / 'mlflow.db'}"
-    mlflow = MLflowTracking(tracking_uri=uri).setup(ProjectPaths(state_dir=str(state)))
-    with mlflow.start_run() as run:
-        pass
-    version = register_candidate(mlflow, "vimogen", {"run_id": run.info.run_id, "checkpoint": str(checkpoint),
-                                                     "run_dir": str(checkpoint.parent.parent)})
-    mlflow.tracking.MlflowClient().set_registered_model_alias("vimogen", "champion", version.version)
+    uri = register_champion(checkpoint, state)
     port = free_port()
     proc = start_model_server(["--model-uri", "models:/vimogen@champion", "--workers", "1", "--queue", "2",
                                "--read-timeout", str(READ_TIMEOUT), "--threads", "1"], port,
