@@ -3,7 +3,8 @@
 A checkpoint is a `torch.save` of plain containers (dicts, lists, tuples, numbers, strings and
 tensors), so `torch.load(..., weights_only=True)` reads it. It holds the model and its fp32 EMA,
 the optimizer, the step, every RNG state, the resolved training and model configs (JSON), the
-normaliser statistics and the text encoder's name.
+normaliser statistics and the text encoder's name. An FSDP run also writes sharded checkpoints,
+folders `step_NNNNNNNN.dcp` (train/fsdp.py) whose `meta.pt` is this payload without the tensors.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -24,10 +26,15 @@ from vimogen_core.motion.representation import Normalizer
 
 FORMAT = "vimogen-train-checkpoint/1"
 CHECKPOINT_GLOB = "step_*.pt"
+SHARDED_GLOB = "step_*.dcp"
 
 
 def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}.pt"
+
+
+def sharded_checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}.dcp"
 
 
 def rng_state() -> dict:
@@ -39,7 +46,8 @@ def rng_state() -> dict:
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # This process's GPU only: reading every GPU's state would open a context on each of them.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -51,7 +59,7 @@ def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save_checkpoint(path: str | os.PathLike, *, step: int, train_config, model_config, text_encoder: str,
@@ -66,7 +74,7 @@ def save_checkpoint(path: str | os.PathLike, *, step: int, train_config, model_c
         "model_config": json.dumps(dataclasses.asdict(model_config), sort_keys=True),
         "text_encoder": text_encoder,
         "normalizer": {"mean": torch.from_numpy(normalizer.mean.copy()), "std": torch.from_numpy(normalizer.std.copy())},
-        "model": {k: v.detach().cpu() for k, v in model_state.items()},
+        "model": {k: v.detach().cpu() for k, v in model_state.items()},  # {} in a sharded checkpoint's meta.pt
         "ema": {k: v.detach().cpu() for k, v in ema_state.items()},
         "optimizer": optimizer_state,
         "rng": rng_state(),
@@ -96,14 +104,20 @@ def checkpoint_normalizer(payload: dict) -> Normalizer:
     return Normalizer(payload["normalizer"]["mean"].numpy(), payload["normalizer"]["std"].numpy())
 
 
-def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    found = sorted(Path(directory).glob(CHECKPOINT_GLOB))
+def latest_checkpoint(directory: str | os.PathLike, sharded: bool = False) -> Path | None:
+    """The newest `.pt` checkpoint, or (sharded) the newest complete `.dcp` folder."""
+    if sharded:
+        found = sorted(p for p in Path(directory).glob(SHARDED_GLOB) if (p / "meta.pt").is_file())
+    else:
+        found = sorted(Path(directory).glob(CHECKPOINT_GLOB))
     return found[-1] if found else None
 
 
 def prune_checkpoints(directory: str | os.PathLike, keep: int) -> None:
     for old in sorted(Path(directory).glob(CHECKPOINT_GLOB))[:-keep]:
         old.unlink(missing_ok=True)
+    for old in sorted(Path(directory).glob(SHARDED_GLOB))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def check_state_dict(path, preset: str, model: torch.nn.Module, state: dict) -> None:

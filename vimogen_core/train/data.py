@@ -4,10 +4,13 @@ Every random choice for a sample (which motion, window, caption, text drop, rout
 corruption, flow time and noise) comes from a generator seeded by (seed, global sample number),
 where the global sample number is step * global_batch + position in the global batch. So the
 data a step sees is a pure function of the step: a resumed run continues exactly, and a run split
-over N processes sees exactly the samples a single process would.
+over N processes sees exactly the samples a single process would. For the same reason loader
+workers (`batch_loader`) can draw batches ahead in any order: a worker draws a whole per-rank
+batch for a step number, and the batches arrive in step order.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -101,6 +104,7 @@ class BuiltinClipDataset:
             config.builtin_min_frames, config.mirror)
         self.normalizer = normalizer or Normalizer.fit(self.features)
         self.config = config
+        self.lengths = np.array([len(f) for f in self.features])  # (N,) frames, for length bucketing
 
     def __len__(self) -> int:
         return len(self.features)
@@ -127,6 +131,7 @@ class ShardMotionDataset:
         self.normalizer = normalizer or fit_split_normalizer(config.data, config.split)[0]
         self.config = config
         self.origins = self._origins() if config.noisy_path_markers or config.local_loss_path_markers else None
+        self.lengths = self.shards.lengths  # (N,) frames, for length bucketing
 
     def _origins(self) -> list[str]:
         """Each sample's motion file (manifest column `origin`), which the subset rules read."""
@@ -254,10 +259,48 @@ class SampleDraw:
     local_loss: bool = False  # only the local pose (dims 0:126) is supervised
 
 
+# dataset -> ((seed, epoch, batch_size, bucketing), order): one epoch's order is computed once, not per sample.
+_EPOCH_ORDERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def epoch_order(dataset: MotionDataset, config: TrainConfig, epoch: int) -> np.ndarray:
+    """(N,) the dataset indices in the order epoch `epoch` visits them: a permutation seeded by
+    (seed, epoch). With length bucketing (config.length_bucketing = K > 0, on a dataset that lists
+    its motions' `lengths`) the permutation is cut into chunks of K global batches, each chunk is
+    sorted by length and cut into batches, and the batches of a chunk are shuffled: a batch then
+    holds motions of similar length, so it pads less, and the order is still a function of
+    (seed, epoch) alone."""
+    key = (config.seed, epoch, config.batch_size, config.length_bucketing)
+    cached = _EPOCH_ORDERS.get(dataset)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    n = len(dataset)
+    rng = np.random.default_rng((config.seed, _ORDER_STREAM, epoch))
+    order = rng.permutation(n)
+    lengths = getattr(dataset, "lengths", None)
+    if config.length_bucketing < 0:
+        raise ValueError(f"length_bucketing must be >= 0, got {config.length_bucketing}")
+    if config.length_bucketing and lengths is not None:
+        lengths = np.minimum(np.asarray(lengths), config.max_frames)  # crop windows are at most max_frames
+        chunk = config.length_bucketing * config.batch_size
+        pieces = []
+        for start in range(0, n, chunk):
+            members = order[start:start + chunk]
+            members = members[np.argsort(lengths[members], kind="stable")]
+            batches = [members[i:i + config.batch_size] for i in range(0, len(members), config.batch_size)]
+            pieces += [batches[i] for i in rng.permutation(len(batches))]
+        order = np.concatenate(pieces)
+    try:
+        _EPOCH_ORDERS[dataset] = (key, order)
+    except TypeError:  # a dataset that cannot be weakly referenced is simply not cached
+        pass
+    return order
+
+
 def draw_sample(dataset: MotionDataset, config: TrainConfig, global_index: int) -> SampleDraw:
     n = len(dataset)
     epoch, position = divmod(global_index, n)
-    order = np.random.default_rng((config.seed, _ORDER_STREAM, epoch)).permutation(n)
+    order = epoch_order(dataset, config, epoch)
     rng = np.random.default_rng((config.seed, _SAMPLE_STREAM, global_index))
     item = dataset.sample(int(order[position]), rng)
     redraws = 0
@@ -303,11 +346,19 @@ class TrainBatch:
     # (B, 276) bool, True on the dims each sample supervises; None: every dim of every sample.
     loss_dims: torch.Tensor | None = None
 
-    def to(self, device) -> "TrainBatch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+    def _map(self, fn) -> "TrainBatch":
+        move = lambda t: None if t is None else fn(t)  # noqa: E731
         return TrainBatch(move(self.x0), move(self.x_mask), self.captions, move(self.drop_text), move(self.use_text),
                           move(self.reference), move(self.reference_mask), self.time_seeds, move(self.noise),
                           move(self.paired), move(self.loss_dims))
+
+    def to(self, device) -> "TrainBatch":
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> "TrainBatch":
+        """Page-locked copies (the DataLoader's pin_memory thread calls this), so `to(cuda)` is an
+        asynchronous DMA copy."""
+        return self._map(lambda t: t.pin_memory())
 
     def supervised_entries(self) -> torch.Tensor:
         """() float: valid frames x supervised dims, what the loss averages over."""
@@ -353,13 +404,50 @@ def collate(draws: list[SampleDraw]) -> TrainBatch:
     )
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Item `step`: this rank's share of the global batch of that step (a map-style dataset over
+    step numbers, so DataLoader workers can each draw whole batches)."""
+
+    def __init__(self, dataset: MotionDataset, config: TrainConfig, rank: int, world_size: int):
+        if config.batch_size % world_size:
+            raise ValueError(f"global batch {config.batch_size} does not split evenly over {world_size} processes")
+        self.dataset, self.config, self.rank = dataset, config, rank
+        self.per_rank = config.batch_size // world_size
+
+    def __getitem__(self, step: int) -> TrainBatch:
+        first = step * self.config.batch_size + self.rank * self.per_rank
+        return collate([draw_sample(self.dataset, self.config, first + i) for i in range(self.per_rank)])
+
+
 def rank_batches(dataset: MotionDataset, config: TrainConfig, start_step: int, rank: int, world_size: int) -> Iterator[TrainBatch]:
-    """This rank's share of each global batch, step after step from `start_step`."""
-    if config.batch_size % world_size:
-        raise ValueError(f"global batch {config.batch_size} does not split evenly over {world_size} processes")
-    per_rank = config.batch_size // world_size
+    """This rank's share of each global batch, step after step from `start_step`, drawn in this process."""
+    batches = StepBatches(dataset, config, rank, world_size)
     step = start_step
     while True:
-        first = step * config.batch_size + rank * per_rank
-        yield collate([draw_sample(dataset, config, first + i) for i in range(per_rank)])
+        yield batches[step]
         step += 1
+
+
+def batch_loader(dataset: MotionDataset, config: TrainConfig, start_step: int, stop_step: int, rank: int,
+                 world_size: int, pin_memory: bool = False) -> Iterator[TrainBatch]:
+    """This rank's batches of steps start_step..stop_step-1, the same ones `rank_batches` draws:
+    with config.data_workers > 0 drawn ahead by that many worker processes (each keeping
+    config.prefetch_batches ready) and, with `pin_memory`, handed over in page-locked memory."""
+    batches = StepBatches(dataset, config, rank, world_size)
+    if config.data_workers < 0 or config.prefetch_batches < 1:
+        raise ValueError(f"data_workers must be >= 0 and prefetch_batches >= 1, got {config.data_workers} and "
+                         f"{config.prefetch_batches}")
+    if config.data_workers == 0:
+        for step in range(start_step, stop_step):
+            batch = batches[step]
+            yield batch.pin_memory() if pin_memory else batch
+        return
+    loader = torch.utils.data.DataLoader(batches, sampler=range(start_step, stop_step), batch_size=None,
+                                         num_workers=config.data_workers, prefetch_factor=config.prefetch_batches,
+                                         pin_memory=pin_memory, worker_init_fn=_loader_worker_init)
+    yield from loader
+
+
+def _loader_worker_init(_worker_id: int) -> None:
+    # A worker draws and collates in numpy: one thread each, so N workers use N cores.
+    torch.set_num_threads(1)

@@ -1,10 +1,15 @@
-"""The training loop: flow matching on the gated two-branch DiT, single process or torchrun/DDP.
+"""The training loop: flow matching on the gated two-branch DiT, single process or torchrun (DDP, or
+FSDP2 for sizes that do not fit one device: train/fsdp.py), on the CPU or a GPU.
 
 Exactness: the data of step k is a pure function of (seed, k) (see `data.py`), the learning rate
 and EMA decay are functions of k, and a checkpoint holds the model, EMA, optimizer and RNG states;
 so stopping after any checkpoint and resuming gives the same weights as running straight through.
 Under torchrun every rank takes a slice of the same global batch, and the loss of each rank is
 weighted by its share of the valid frames, so the averaged gradient equals the single-process one.
+
+On a GPU: nccl between processes, bf16 autocast where the device runs bf16 natively (and bf16
+parameter gathers under FSDP), fused AdamW, optionally torch.compile; the attention kernel that
+runs for the network's key-padding masks is read off the profiler and logged (hardware.sdpa_backend).
 """
 from __future__ import annotations
 
@@ -21,15 +26,17 @@ import torch
 import torch.distributed as dist
 
 from vimogen_core.errors import MotionDataError
-from vimogen_core.hardware import bf16_is_fast
+from vimogen_core.hardware import bf16_is_fast, resolve_device, sdpa_backend
 from vimogen_core.sinks import MetricSink, NullSink
 from vimogen_core.train import checkpoint as ckpt
+from vimogen_core.train import fsdp
 from vimogen_core.train.conditioning import TextContext
 from vimogen_core.train.config import TrainConfig
-from vimogen_core.train.data import MotionDataset, TrainBatch, build_dataset, rank_batches
+from vimogen_core.train.data import MotionDataset, TrainBatch, batch_loader, build_dataset
 from vimogen_core.train.geometry_loss import JointGeometryLoss
 
 KEEP_CHECKPOINTS = 3
+PARALLEL_MODES = ("ddp", "fsdp")
 # objective(model, batch, s (B,), noise (B, T, 276), context (B, L, D), context_mask (B, L)) -> loss
 Objective = Callable[..., torch.Tensor]
 
@@ -41,6 +48,7 @@ class TrainResult:
     final_loss: float  # mean loss over the last `log_every` steps
     wall_s: float
     samples_per_s: float
+    attention_backend: str = ""  # the SDPA kernel that ran the network's masked attention
 
 
 @dataclass(frozen=True)
@@ -54,17 +62,24 @@ class DistEnv:
         return self.rank == 0
 
 
-def init_distributed(device: str) -> DistEnv:
-    """One process, or a torchrun rank (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA."""
+def init_distributed(device: str, need_group: bool = False) -> DistEnv:
+    """One process, or a torchrun rank (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA. `device` may be
+    "auto". need_group: a one-process run gets a process group of its own too (FSDP needs one)."""
+    resolved = resolve_device(device)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    on_cuda = resolved.type == "cuda"
     if world_size == 1:
-        return DistEnv(0, 1, torch.device(device))
-    on_cuda = torch.device(device).type == "cuda"
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if on_cuda else "gloo")
+        if need_group and not dist.is_initialized():
+            dist.init_process_group("nccl" if on_cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1,
+                                    device_id=resolved if on_cuda else None)
+        if on_cuda:
+            torch.cuda.set_device(resolved)
+        return DistEnv(0, 1, resolved)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if on_cuda:
         torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if on_cuda else "gloo")
     return DistEnv(dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local_rank}") if on_cuda else torch.device("cpu"))
 
 
@@ -159,13 +174,23 @@ def _check_resume_compatible(path: Path, payload: dict, config: TrainConfig, mod
                                     f"this run uses {encoder_name!r}")
 
 
-def resolve_resume(resume: str | os.PathLike | None, out_dir: Path) -> Path | None:
-    """None: fresh run; "auto": the latest checkpoint in out_dir if any; else a checkpoint file."""
+def resolve_resume(resume: str | os.PathLike | None, out_dir: Path, sharded: bool = False) -> Path | None:
+    """None: fresh run; "auto": the latest checkpoint in out_dir if any (sharded: the latest
+    `.dcp` folder, which an FSDP run resumes from); else a checkpoint file or folder."""
     if resume is None:
         return None
     if str(resume) == "auto":
-        return ckpt.latest_checkpoint(out_dir / "checkpoints")
-    return Path(resume)
+        return ckpt.latest_checkpoint(out_dir / "checkpoints", sharded=sharded)
+    path = Path(resume)
+    if sharded != path.is_dir() and path.exists():
+        raise MotionDataError(path, "an FSDP run resumes from a sharded checkpoint folder (step_N.dcp), a DDP or "
+                                    "one-process run from a .pt file" if sharded else
+                                    "a sharded checkpoint folder resumes only with parallel=fsdp")
+    return path
+
+
+def _load_payload(path: Path, sharded: bool) -> dict:
+    return ckpt.load_checkpoint(path / fsdp.META_NAME if sharded else path)
 
 
 def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = NullSink(),
@@ -181,18 +206,41 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
 
     out_dir = Path(out_dir)
     checkpoint_dir = out_dir / "checkpoints"
-    env = init_distributed(config.device)
+    if config.parallel not in PARALLEL_MODES:
+        raise ValueError(f"unknown parallel {config.parallel!r} ({', '.join(PARALLEL_MODES)})")
+    sharded = config.parallel == "fsdp"
+    # A one-process FSDP run makes a process group of its own, and removes it when done.
+    created_group = sharded and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) == 1
+    env = init_distributed(config.device, need_group=sharded)
     model_config = build_model_config(config)
-    resume_path = resolve_resume(resume, out_dir)
-    payload = ckpt.load_checkpoint(resume_path) if resume_path is not None else None
+    resume_path = resolve_resume(resume, out_dir, sharded)
+    payload = _load_payload(resume_path, sharded) if resume_path is not None else None
+    # bf16 where the hardware runs it natively; emulated bf16 is slower than fp32.
+    use_bf16 = config.bf16 and bf16_is_fast(env.device)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     model = ViMoGenDiT(model_config).to(env.device)
     if initial_state is not None and payload is None:
         model.load_state_dict(initial_state)
+    if payload is not None:
+        _check_resume_compatible(resume_path, payload, config, model_config, config.text_encoder)
+        if not sharded:
+            ckpt.check_state_dict(resume_path, config.model_preset, model, payload["model"])
+            model.load_state_dict(payload["model"])
+    if config.activation_checkpointing:
+        fsdp.checkpoint_activations(model)
+    if config.compile:  # in place, block by block under FSDP: parameter names stay as they are
+        for module in fsdp.transformer_blocks(model) if sharded else [model]:
+            module.compile()
+    if sharded:
+        fsdp.shard_model(model, bf16=use_bf16)
     ema = EMA(model)
+    # Fused on a GPU; for sharded (DTensor) parameters on the CPU torch would fall back to the
+    # per-tensor loop, so ask for the multi-tensor one.
+    on_cuda = env.device.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.adam_betas,
-                                  weight_decay=config.weight_decay)
+                                  weight_decay=config.weight_decay, fused=on_cuda or None,
+                                  foreach=True if sharded and not on_cuda else None)
     flow = FlowMatching(prediction=model_config.prediction)
     text = TextContext(config.text_encoder, config.text_len, out_dir / "text_cache" if env.is_main else None)
     if dataset is None:
@@ -201,39 +249,60 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
 
     start_step = 0
     if payload is not None:
-        _check_resume_compatible(resume_path, payload, config, model_config, config.text_encoder)
-        ckpt.check_state_dict(resume_path, config.model_preset, model, payload["model"])
-        model.load_state_dict(payload["model"])
-        ema.load_state_dict(payload["ema"])
-        optimizer.load_state_dict(payload["optimizer"])
+        if sharded:
+            fsdp.load_sharded(resume_path, model, optimizer, ema.shadow)
+            ema.load_state_dict({**ema.shadow, **payload["ema"]})  # buffers are in meta.pt's ema
+        else:
+            ema.load_state_dict(payload["ema"])
+            optimizer.load_state_dict(payload["optimizer"])
         ckpt.set_rng_state(payload["rng"])
         start_step = int(payload["step"])
         sink.log_text(f"resumed from {resume_path} at step {start_step}")
 
     train_model = model
-    if env.world_size > 1:
+    if env.world_size > 1 and not sharded:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-    # bf16 where the hardware runs it natively; emulated bf16 is slower than fp32.
-    use_bf16 = config.bf16 and bf16_is_fast(env.device)
+    attention = sdpa_backend(env.device, torch.bfloat16 if use_bf16 else torch.float32, model_config.num_heads,
+                             model_config.head_dim)
     if env.is_main:
         n_params = sum(p.numel() for p in model.parameters())
         sink.log_text(f"training {config.model_preset} ({n_params / 1e6:.2f} M parameters) on {len(dataset)} motions, "
-                      f"{env.world_size} process(es), global batch {config.batch_size}, bf16={use_bf16}"
-                      + ("" if use_bf16 == config.bf16 else " (no native bf16 on this device)"))
+                      f"{env.world_size} process(es) ({config.parallel if sharded or env.world_size > 1 else 'single'}) "
+                      f"on {env.device}, global batch {config.batch_size}, bf16={use_bf16}"
+                      + ("" if use_bf16 == config.bf16 else " (no native bf16 on this device)")
+                      + f", attention kernel {attention}, {config.data_workers} loader worker(s)")
 
-    def save(step: int) -> Path:
+    def save_full(step: int) -> Path:
+        """A `.pt` checkpoint (under FSDP gathered from the shards: a collective call)."""
         path = checkpoint_dir / ckpt.checkpoint_name(step)
+        if sharded:
+            model_state, optimizer_state = fsdp.full_model_and_optimizer(model, optimizer)
+            ema_state = fsdp.full_tensors(ema.state_dict())
+        else:
+            model_state, optimizer_state, ema_state = _model_state(model), optimizer.state_dict(), ema.state_dict()
         if env.is_main:
             ckpt.save_checkpoint(path, step=step, train_config=config, model_config=model_config,
                                  text_encoder=config.text_encoder, normalizer=dataset.normalizer,
-                                 model_state=_model_state(model), ema_state=ema.state_dict(),
-                                 optimizer_state=optimizer.state_dict())
+                                 model_state=model_state, ema_state=ema_state, optimizer_state=optimizer_state)
             ckpt.prune_checkpoints(checkpoint_dir, KEEP_CHECKPOINTS)
             getattr(sink, "log_artifact", lambda _: None)(path)
         return path
 
-    batches = rank_batches(dataset, config, start_step, env.rank, env.world_size)
+    def save(step: int, final: bool) -> Path:
+        if not sharded:
+            return save_full(step)
+        path = checkpoint_dir / ckpt.sharded_checkpoint_name(step)
+        fsdp.save_sharded(path, model, optimizer, ema.shadow, lambda meta: ckpt.save_checkpoint(
+            meta, step=step, train_config=config, model_config=model_config, text_encoder=config.text_encoder,
+            normalizer=dataset.normalizer, model_state={}, ema_state=ema.buffers, optimizer_state=None))
+        if env.is_main:
+            ckpt.prune_checkpoints(checkpoint_dir, KEEP_CHECKPOINTS)
+        # The run's result is also one ordinary .pt, which generation and the benchmark read.
+        return save_full(step) if final else path
+
+    batches = batch_loader(dataset, config, start_step, config.steps, env.rank, env.world_size,
+                           pin_memory=config.pin_memory and env.device.type == "cuda")
     recent_losses: list[float] = []
     started = time.perf_counter()
     path, saved_step = None, None
@@ -243,7 +312,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
         lr = learning_rate(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = next(batches).to(env.device)
+        batch = next(batches).to(env.device)  # batch_loader yields exactly steps start..end-1
         s, noise = time_and_noise(batch, flow, env.device)
         x_t = flow.interpolate(batch.x0, noise, s)  # (B, T, 276)
         context, context_mask = text.encode(batch.captions, batch.drop_text)  # (B, L, D), (B, L)
@@ -286,15 +355,20 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
             sink.log_metrics({"loss": sum(recent_losses) / len(recent_losses), "lr": lr, "grad_norm": float(grad_norm),
                               "samples_per_s": (done - start_step) * config.batch_size / elapsed}, done)
         if done % config.checkpoint_every == 0 or done == config.steps:
-            path, saved_step = save(done), done
+            path, saved_step = save(done, final=done == config.steps), done
     bar.close()
+    batches.close()  # stops the loader's workers now, not when the generator is collected
     final_step = max(config.steps, start_step)
     if saved_step != final_step:  # nothing left to run (or a zero-step run): still hand back a checkpoint
-        path = resume_path if payload is not None and final_step == start_step else save(final_step)
-    if env.world_size > 1:
+        path = resume_path if payload is not None and final_step == start_step and not sharded \
+            else save(final_step, final=True)
+    if env.world_size > 1 or sharded:
         dist.barrier()
+    if created_group:
+        dist.destroy_process_group()
     wall = time.perf_counter() - started
     steps_run = final_step - start_step
     return TrainResult(checkpoint=path, step=final_step,
                        final_loss=sum(recent_losses) / len(recent_losses) if recent_losses else float("nan"),
-                       wall_s=wall, samples_per_s=steps_run * config.batch_size / wall if wall > 0 else 0.0)
+                       wall_s=wall, samples_per_s=steps_run * config.batch_size / wall if wall > 0 else 0.0,
+                       attention_backend=attention)
