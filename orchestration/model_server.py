@@ -47,6 +47,11 @@ class ServerSettings:
     read_timeout: float = 10.0  # seconds for a whole body to arrive (408 after): a slow client holds a place no longer
     threads: int = 0  # torch threads for all workers together; 0: the CPUs this process may use
 
+    def __post_init__(self):  # refused before the model loads
+        if self.workers < 1 or self.queue < 0 or self.read_timeout <= 0 or self.threads < 0:
+            raise ValueError(f"workers must be >= 1, queue and threads >= 0 and read_timeout > 0, got {self.workers}, "
+                             f"{self.queue}, {self.threads} and {self.read_timeout:g}")
+
 
 def load_pyfunc(model_uri: str):
     """The MLflow model at `model_uri` (a registry URI such as models:/vimogen@champion, runs:/ or a
@@ -97,8 +102,6 @@ class ModelServer:
     """An ASGI app over a loaded pyfunc (its python model must have `generate_rows`, as VimogenPyfunc does)."""
 
     def __init__(self, model, limits: RequestLimits = RequestLimits(), settings: ServerSettings = ServerSettings()):
-        if settings.workers < 1 or settings.queue < 0:
-            raise ValueError(f"workers must be >= 1 and queue >= 0, got {settings.workers} and {settings.queue}")
         self.python_model = model.unwrap_python_model()
         self.limits, self.settings = limits, settings
         self.admitted = 0  # requests queued or running; touched only on the event loop

@@ -37,6 +37,11 @@ class RequestLimits:
     max_json_chars: int = 3 * 2**20  # one JSON column's text
     max_segments: int = 50  # timeline segments (the whole timeline stays within MAX_FRAMES)
 
+    def __post_init__(self):
+        bad = {name: value for name, value in vars(self).items() if not isinstance(value, int) or value < 1}
+        if bad:
+            raise ValueError(f"request limits must be whole numbers >= 1, got {bad}")
+
 
 class RequestError(ValueError):
     """A refused request: `status` is the HTTP status to answer, `str(err)` the one-line reason."""
