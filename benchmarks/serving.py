@@ -132,7 +132,10 @@ def main() -> None:
         runs = []
         for clients in [int(c) for c in args.clients.split(",")]:
             Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # VmHWM from here on
+            load_before = os.getloadavg()[0]
             run = drive(url, bodies, expected, clients, args.seconds, args.max_requests)
+            # the machine's 1-minute load average around the run: figures on a shared machine need it
+            run["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             run["peak_rss_mib"] = round(memory_kib(server.pid, "VmHWM") / 1024, 1)
             run["peak_over_idle"] = round(memory_kib(server.pid, "VmHWM") / idle_kib, 3)
             runs.append(run)
