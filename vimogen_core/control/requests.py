@@ -196,7 +196,7 @@ def _check_controls(controls: dict, where: str, limits: RequestLimits) -> None:
 
 
 def check_rows(records, limits: RequestLimits = RequestLimits()) -> list[Row]:
-    """Records (one dict per motion, README "Serving") -> checked rows. The request's seed is its
+    """Records (one dict per motion, README "Serving under load") -> checked rows. The request's seed is its
     first row's: motion i draws seed + i, as a batch does."""
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise RequestError("expected one JSON object per motion")
