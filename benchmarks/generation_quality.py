@@ -1,8 +1,11 @@
 """Generated motion against the real clips it learned from, with one scorer (the MBench motion
 metrics): the built-in prompt set x seeds for a checkpoint, the 15 built-in clips looped to 100
-frames for the data. Also the frame-0 pelvis offset from x = y = 0 and the disagreement of the two
-joint decodes (position channels vs integrated velocities) over the first 4 s. Variants of the
-sampling settings are measured side by side in one run. Prints JSON.
+frames for the data; generated the way every consumer gets them (`generate_any_length`: windows
+past the trained length). Also the frame-0 pelvis offset from x = y = 0, the disagreement of the two
+joint decodes (position channels vs integrated velocities) over the first 4 s, Foot_Floating's three
+parts, the lowest joint's height, and for the walking prompts how far the pelvis travels against how
+far the stance feet carry it (a body that glides over shuffling feet travels far on feet that carry
+it little). Variants of the sampling settings are measured side by side in one run. Prints JSON.
 
     .venv/bin/python benchmarks/generation_quality.py --checkpoint RUN/checkpoints/step_X.pt \
         [--seeds 3] [--variants 'steps=10,cfg=5' 'steps=50,cfg=2.5,cleanup=0'] [--raw-weights]
@@ -16,8 +19,9 @@ import time
 import numpy as np
 import torch
 
-from vimogen_core.motion.metrics import motion_quality_scores
 from vimogen_core.bench.prompts import builtin_prompts
+from vimogen_core.control.timeline import generate_any_length
+from vimogen_core.motion.metrics import FEET, foot_floating_terms, motion_quality_scores
 from vimogen_core.motion.representation import features_to_joints, features_to_joints_integrated
 from vimogen_core.sources.deepmimic import load_builtin_clips
 from vimogen_core.train.generate import load_generator
@@ -40,7 +44,31 @@ def consistency(features: list[np.ndarray]) -> dict[str, float]:
 
 def quality(joints: list[np.ndarray]) -> dict[str, float]:
     scores = motion_quality_scores(joints, DIMENSIONS)
-    return {dim: float(np.mean(values)) for dim, values in scores.items()}
+    terms = foot_floating_terms(joints)
+    lowest = np.concatenate([j[..., 2].min(1) for j in joints])
+    return {**{dim: float(np.mean(values)) for dim, values in scores.items()},
+            **{f"Foot_Floating_{name}": float(np.mean(values)) for name, values in terms.items()},
+            "lowest_joint_height_median_m": float(np.median(lowest))}
+
+
+def stance_carried_travel(joints: np.ndarray, stance_height: float = 0.15) -> float:
+    """Horizontal pelvis travel (m) if each frame's lower foot, while below `stance_height` above
+    the motion's lowest point, did not slide: the body moved by the foot's motion relative to it."""
+    j = joints - [0.0, 0.0, joints[..., 2].min()]
+    feet = j[:, list(FEET)]  # (T, 2, 3)
+    stance = feet[..., 2].argmin(1)  # (T,)
+    rows = np.arange(len(j) - 1)
+    relative = feet[..., :2] - j[:, None, 0, :2]
+    carried = -(relative[rows + 1, stance[:-1]] - relative[rows, stance[:-1]])  # (T - 1, 2)
+    free = j[1:, 0, :2] - j[:-1, 0, :2]
+    on_ground = (feet[:-1, :, 2].min(1) < stance_height)[:, None]
+    return float(np.linalg.norm(np.where(on_ground, carried, free).sum(0)))
+
+
+def walking(prompts, joints: list[np.ndarray]) -> dict[str, float]:
+    pairs = [(j, p) for j, p in zip(joints, prompts * (len(joints) // len(prompts)), strict=True) if "walk" in p.text]
+    return {"walk_pelvis_travel_m": float(np.mean([np.linalg.norm(j[-1, 0, :2] - j[0, 0, :2]) for j, _ in pairs])),
+            "walk_stance_carried_travel_m": float(np.mean([stance_carried_travel(j) for j, _ in pairs]))}
 
 
 def real_clips(frames: int = 100) -> tuple[dict, dict]:
@@ -49,12 +77,11 @@ def real_clips(frames: int = 100) -> tuple[dict, dict]:
 
 
 def parse_variant(text: str) -> tuple[dict, bool]:
-    """'steps=10,cfg=5,smooth=1,cleanup=1' -> generate() options (no cfg: the preset's guidance),
+    """'steps=10,cfg=5,cleanup=1' -> generate_any_length() options (no cfg: the preset's guidance),
     whether to clean up."""
     values = dict(part.split("=", 1) for part in text.split(",") if part)
-    off = ("0", "false")
-    return ({"steps": int(values.get("steps", 10)), "cfg_scale": float(values["cfg"]) if "cfg" in values else None,
-             "smooth": values.get("smooth", "1") not in off}, values.get("cleanup", "1") not in off)
+    return ({"steps": int(values.get("steps", 10)), "cfg_scale": float(values["cfg"]) if "cfg" in values else None},
+            values.get("cleanup", "1") not in ("0", "false"))
 
 
 def main() -> None:
@@ -78,13 +105,13 @@ def main() -> None:
             started = time.perf_counter()
             feats = []
             for seed in range(args.seeds):
-                feats += generator.generate([p.text for p in prompts], [p.n_frames for p in prompts],
-                                            seed=1000 * seed, **options)
+                feats += generate_any_length(generator, [p.text for p in prompts], [p.n_frames for p in prompts],
+                                             seed=1000 * seed, **options)
             joints = [features_to_joints(f) for f in feats]
             scores = quality(joints)
             out["variants"].append({
                 "variant": text, "ema": use_ema, "motions": len(feats), "wall_s": round(time.perf_counter() - started, 1),
-                **scores, **consistency(feats),
+                **scores, **consistency(feats), **walking(prompts, joints),
                 "ratio_to_real": {dim: round(scores[dim] / real_quality[dim], 3) for dim in DIMENSIONS if real_quality[dim]},
             })
     print(json.dumps(out, indent=1))

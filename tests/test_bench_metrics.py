@@ -119,6 +119,18 @@ class TestFootFloating:
         # and its path angle has many peaks, so the whole 40-frame overlap counts: (20 + 40) / 40.
         assert metrics.foot_floating(zigzag) == pytest.approx(1.5)
 
+    def test_terms_name_which_part_of_the_formula_counts(self):
+        glide = translated(static_motion(self.n_frames), [0.0, 0.02, 0.0])
+        flight = glide.copy()
+        flight[:, :, 2] += 0.3
+        zigzag = flight.copy()
+        zigzag[:, metrics.LEFT_FOOT, 0] += 0.03 * (-1.0) ** np.arange(self.n_frames)
+        terms = metrics.foot_floating_terms([glide, flight, zigzag])
+        np.testing.assert_allclose(terms["N_frame"], [1.0, 0.0, 0.0])  # gliding contact feet
+        np.testing.assert_allclose(terms["S"], [0.0, 1.0, 0.5])  # feet carried in the air
+        np.testing.assert_allclose(terms["M"], [0.0, 0.0, 1.0])  # the wiggling flight
+        np.testing.assert_allclose(sum(terms.values()), metrics.foot_floating([glide, flight, zigzag]))
+
     def test_a_still_root_is_never_flagged(self):
         still = static_motion(self.n_frames)
         still[:, metrics.LEFT_FOOT, 0] += 0.001 * np.arange(self.n_frames)  # slow foot drift

@@ -184,7 +184,8 @@ def _runs(mask: np.ndarray, packed: _Packed) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(run_start), np.flatnonzero(run_end)
 
 
-def _foot_floating(packed: _Packed, contact: np.ndarray) -> np.ndarray:
+def _foot_floating_terms(packed: _Packed, contact: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three counts of Foot_Floating, each (B,): N_frame, S and M (DESIGN.md section 8)."""
     joints = packed.joints
     b = len(packed.lengths)
     root = joints[:, ROOT]  # (N, 3)
@@ -239,7 +240,11 @@ def _foot_floating(packed: _Packed, contact: np.ndarray) -> np.ndarray:
         for k, (s, e) in enumerate(zip(starts, ends, strict=True)):
             if len(find_peaks(angle[bounds[k] : bounds[k + 1]])[0]) > MAX_ANGLE_PEAKS:
                 m_term[packed.segment[s]] += e - s + 1
-    return (n_frame + s_term + m_term) / packed.lengths
+    return n_frame, s_term, m_term
+
+
+def _foot_floating(packed: _Packed, contact: np.ndarray) -> np.ndarray:
+    return sum(_foot_floating_terms(packed, contact)) / packed.lengths
 
 
 def foot_contact(joints: np.ndarray, height_axis: str = HEIGHT_TRUE) -> np.ndarray:
@@ -277,6 +282,15 @@ def foot_floating(joints, height_axis: str = HEIGHT_TRUE):
     batch, single = _as_batch(joints)
     packed = _Packed.build(batch, height_axis)
     return _unbatch(_foot_floating(packed, _foot_contact(packed)), single)
+
+
+def foot_floating_terms(joints, height_axis: str = HEIGHT_TRUE) -> dict[str, np.ndarray]:
+    """Foot_Floating's three parts, each divided by the motion's length (they sum to it): contact
+    feet moving unlike the body (N_frame), airborne feet carried with the body (S), both feet
+    airborne along a wiggling path (M); (B,) arrays for a batch of motions."""
+    packed = _Packed.build(_as_batch(joints)[0], height_axis)
+    terms = _foot_floating_terms(packed, _foot_contact(packed))
+    return {name: term / packed.lengths for name, term in zip(("N_frame", "S", "M"), terms, strict=True)}
 
 
 def motion_quality_scores(
