@@ -43,6 +43,28 @@ class PipesMetricSink:
         self.pipes.log.info(f"artifact: {path}")
 
 
+def torchrun_command(target: list[str], processes: int, nodes: int = 1, rdzv_endpoint: str = "",
+                     rdzv_id: str = "vimogen-train") -> list[str]:
+    """The command that runs `target` (["-m", module, ...] or [script, ...]) as `processes` processes
+    per node on `nodes` nodes: one process runs it directly; one node uses torchrun --standalone;
+    several nodes meet at `rdzv_endpoint` (host:port of the first node, c10d rendezvous) - each
+    node runs this same command (the cluster route in README: a Dagster Pipes client starts one pod
+    or container per node)."""
+    import sys
+
+    if processes < 1 or nodes < 1:
+        raise ValueError(f"processes and nodes must be >= 1, got {processes} and {nodes}")
+    if nodes == 1 and processes == 1:
+        return [sys.executable, *target]
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}"]
+    if nodes == 1:
+        return [*launcher, "--standalone", *target]
+    if not rdzv_endpoint:
+        raise ValueError(f"{nodes} nodes need a rendezvous endpoint (host:port of the first node)")
+    return [*launcher, f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
+            f"--rdzv-id={rdzv_id}", *target]
+
+
 def main(argv: list[str] | None = None) -> int:
     from dagster_pipes import open_dagster_pipes
 
