@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from orchestration.pipes_train import torchrun_command
 from vimogen_core.train.config import apply_overrides, get_train_preset
 from vimogen_core.train.loop import train
 
@@ -25,9 +25,9 @@ def _update(payload: dict, start: dict) -> torch.Tensor:
 
 @pytest.mark.slow
 def test_two_processes_with_ddp_and_fsdp_match_one_process(tmp_path):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(Path(__file__).with_name("two_process_runs.py")),
-               str(tmp_path), json.dumps(SETTINGS)]
+    # Launched as the training asset launches a run (orchestration.pipes_train.torchrun_command).
+    command = torchrun_command([str(Path(__file__).with_name("two_process_runs.py")), str(tmp_path), json.dumps(SETTINGS)],
+                               processes=2)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -56,3 +56,14 @@ def test_two_processes_with_ddp_and_fsdp_match_one_process(tmp_path):
             assert torch.equal(value, runs["fsdp_resumed"][part][key]), f"{part}.{key} differs after resume"
     for key, state in runs["fsdp"]["optimizer"]["state"].items():
         assert torch.equal(state["exp_avg_sq"], runs["fsdp_resumed"]["optimizer"]["state"][key]["exp_avg_sq"])
+
+
+def test_torchrun_command_for_one_or_many_nodes():
+    one = torchrun_command(["-m", "orchestration.pipes_train"], processes=1)
+    assert one[1:] == ["-m", "orchestration.pipes_train"]
+    local = torchrun_command(["-m", "x"], processes=4)
+    assert local[1:] == ["-m", "torch.distributed.run", "--nproc-per-node=4", "--standalone", "-m", "x"]
+    cluster = torchrun_command(["-m", "x"], processes=8, nodes=4, rdzv_endpoint="trainer-0.trainer:29400")
+    assert "--nnodes=4" in cluster and "--rdzv-endpoint=trainer-0.trainer:29400" in cluster
+    with pytest.raises(ValueError, match="4 nodes need a rendezvous endpoint"):
+        torchrun_command(["-m", "x"], processes=8, nodes=4)

@@ -313,15 +313,54 @@ def read_manifest(path: Path, columns: list[str] | None = None) -> pa.Table:
         raise MotionDataError(path, f"unreadable manifest: {err}") from err
 
 
+# Shards whose data region this process has hashed to the expected digest: (path, size, mtime_ns,
+# digest). A shard is hashed once per process, not once per reader; loader workers forked after
+# `verify_shard_files` inherit the set, so N workers do not each re-read the whole shard set.
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+def _verified_key(path: Path, expected_sha256: str) -> tuple[str, int, int, str]:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expected_sha256)
+
+
+def _data_region_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        handle.seek(_HEADER_BYTES)
+        while chunk := handle.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_shard_files(expected: dict[Path, str], processes: int = 1) -> int:
+    """Hash every shard's data region (`processes` at a time) and check it against its expected
+    SHA-256, so that readers opened afterwards in this process, or in workers forked from it,
+    skip the whole-file hash; per-sample checksums are still verified on every read. Returns the
+    bytes hashed. Raises MotionDataError naming the first damaged shard."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    todo = [(Path(path), sha) for path, sha in expected.items() if _verified_key(Path(path), sha) not in _VERIFIED]
+    if processes > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(processes) as pool:
+            digests = list(pool.map(_data_region_sha256, [path for path, _ in todo]))
+    else:
+        digests = [_data_region_sha256(path) for path, _ in todo]
+    for (path, sha), digest in zip(todo, digests):
+        ShardReader(path, sha, mmap=False, _digest=digest)  # checks the header and the digest, registers it
+    return sum(path.stat().st_size - _HEADER_BYTES for path, _ in todo)
+
+
 class ShardReader:
     """Memory-mapped read access to one shard, with its checksums verified.
 
-    On open (once per process) the header must be exactly the canonical header for the file's size
-    and the data region must hash to `expected_sha256`; each sample's bytes are checked against its
-    own checksum when read.
+    On open the header must be exactly the canonical header for the file's size and the data
+    region must hash to `expected_sha256` (once per process: see verify_shard_files); each
+    sample's bytes are checked against its own checksum when read.
     """
 
-    def __init__(self, path: Path, expected_sha256: str | None = None, expected_rows: int | None = None, mmap: bool = True):
+    def __init__(self, path: Path, expected_sha256: str | None = None, expected_rows: int | None = None, mmap: bool = True,
+                 _digest: str | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: shard not found")
@@ -332,11 +371,12 @@ class ShardReader:
             with open(self.path, "rb") as handle:
                 if handle.read(_HEADER_BYTES) != _npy_header(rows):
                     raise MotionDataError(self.path, "shard header checksum mismatch (damaged header)")
-                digest = hashlib.sha256()
-                while chunk := handle.read(8 << 20):
-                    digest.update(chunk)
-            if digest.hexdigest() != expected_sha256:
-                raise MotionDataError(self.path, f"shard checksum mismatch (expected {expected_sha256[:16]}..., got {digest.hexdigest()[:16]}...)")
+            key = _verified_key(self.path, expected_sha256)
+            if key not in _VERIFIED:
+                digest = _digest or _data_region_sha256(self.path)
+                if digest != expected_sha256:
+                    raise MotionDataError(self.path, f"shard checksum mismatch (expected {expected_sha256[:16]}..., got {digest[:16]}...)")
+                _VERIFIED.add(key)
         if expected_rows is not None and rows < expected_rows:
             raise MotionDataError(self.path, f"shard has {rows} rows, the manifest needs {expected_rows}")
         self.rows = rows
@@ -355,6 +395,15 @@ class ShardReader:
     def __del__(self):
         if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
+
+    def prefetch(self, offset: int, n_frames: int) -> None:
+        """Ask the kernel to start reading a sample's bytes now (posix_fadvise WILLNEED), so the
+        reads of a batch's samples proceed together instead of one page fault at a time: random
+        access to a set larger than memory measured 6x faster with it (benchmarks/data_loading.py)."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        row = FEATURE_DIM * 4
+        os.posix_fadvise(self._fd, _HEADER_BYTES + offset * row, n_frames * row, os.POSIX_FADV_WILLNEED)
 
     def read(self, offset: int, n_frames: int, checksum: str | None = None, sample_id: str = "") -> np.ndarray:
         if self.array is not None:

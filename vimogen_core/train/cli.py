@@ -12,11 +12,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train the DiT (single process, or under torchrun)",
                                   description="Pick a training preset and override fields; under "
                                               "`torchrun --nproc_per_node N -m vimogen_core.cli train ...` "
-                                              "the global batch is split over the processes.")
-    train.add_argument("--preset", default="tiny", help="training preset (tiny, small, released)")
+                                              "the global batch is split over the processes (--set parallel=fsdp "
+                                              "shards the model: FSDP2).")
+    train.add_argument("--preset", default="tiny", help="training preset (tiny, small, base, released)")
     train.add_argument("--out", required=True, help="run folder (checkpoints/, text_cache/)")
     train.add_argument("--steps", type=int, help="total optimisation steps")
-    train.add_argument("--device", help="cpu, cuda, cuda:1 ...")
+    train.add_argument("--device", help="cpu, cuda, cuda:N, or auto (the GPU where there is one)")
     train.add_argument("--data", help="'builtin' or a curated shard manifest.parquet")
     train.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                        help="override a TrainConfig field, or model.FIELD for the DiT config (repeatable)")
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--batch-size", type=int, default=32)
     gen.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
     gen.add_argument("--preset", help="fail unless the checkpoint holds this model preset")
-    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto")
     gen.add_argument("--out", required=True, help="output folder")
     gen.add_argument("--export", default="", help=f"comma list of extra formats: {','.join(EXPORT_FORMATS)}")
     control = gen.add_argument_group("motion control (README: Motion control; text mode, one prompt)")
@@ -130,7 +131,9 @@ def cmd_generate(args) -> int:
     constraints = _constraints(args)  # read and checked before the model loads
     if (constraints or args.timeline) and (refs is not None or len(prompts) != 1):
         raise ValueError("motion control takes one text prompt (no --ref-motion, no --prompts)")
-    generator = load_generator(args.checkpoint, device=args.device, expected_preset=args.preset)
+    from vimogen_core.hardware import resolve_device
+
+    generator = load_generator(args.checkpoint, device=str(resolve_device(args.device)), expected_preset=args.preset)
     steps = generator.default_steps if args.steps is None else args.steps
     if args.timeline:
         from vimogen_core.control.files import read_timeline

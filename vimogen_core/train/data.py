@@ -10,6 +10,7 @@ batch for a step number, and the batches arrive in step order.
 """
 from __future__ import annotations
 
+import os
 import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -125,9 +126,14 @@ class ShardMotionDataset:
         from vimogen_core.curation.dataset import ShardDataset
         from vimogen_core.curation.statistics import fit_split_normalizer
 
+        from vimogen_core.curation.shards import verify_shard_files
+
         self.shards = ShardDataset(Path(config.data), split=config.split)
         if len(self.shards) == 0:
             raise ValueError(f"{config.data}: no samples in split {config.split!r}")
+        # Every shard hashed once here (the loader workers at a time), not again in each worker.
+        verify_shard_files({self.shards.root / name: sha for name, sha in self.shards.shard_sha256.items()},
+                           processes=max(1, config.data_workers))
         self.normalizer = normalizer or fit_split_normalizer(config.data, config.split)[0]
         self.config = config
         self.origins = self._origins() if config.noisy_path_markers or config.local_loss_path_markers else None
@@ -143,6 +149,12 @@ class ShardMotionDataset:
 
     def __len__(self) -> int:
         return len(self.shards)
+
+    def prefetch(self, indices: list[int]) -> None:
+        """Start reading these samples' bytes from disk before they are drawn (one batch's)."""
+        shards = self.shards
+        for index in indices:
+            shards._reader(shards.shards[index]).prefetch(int(shards.offsets[index]), int(shards.lengths[index]))
 
     def sample(self, index: int, rng: np.random.Generator) -> MotionItem:
         item = self.shards[index]
@@ -416,6 +428,10 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> TrainBatch:
         first = step * self.config.batch_size + self.rank * self.per_rank
+        if hasattr(self.dataset, "prefetch"):  # shards: the batch's reads go to the disk together
+            n = len(self.dataset)
+            self.dataset.prefetch([int(epoch_order(self.dataset, self.config, g // n)[g % n])
+                                   for g in range(first, first + self.per_rank)])
         return collate([draw_sample(self.dataset, self.config, first + i) for i in range(self.per_rank)])
 
 
@@ -442,8 +458,10 @@ def batch_loader(dataset: MotionDataset, config: TrainConfig, start_step: int, s
             batch = batches[step]
             yield batch.pin_memory() if pin_memory else batch
         return
+    # More workers than cores only time-slice (the data does not depend on the count).
+    workers = min(config.data_workers, len(os.sched_getaffinity(0)))
     loader = torch.utils.data.DataLoader(batches, sampler=range(start_step, stop_step), batch_size=None,
-                                         num_workers=config.data_workers, prefetch_factor=config.prefetch_batches,
+                                         num_workers=workers, prefetch_factor=config.prefetch_batches,
                                          pin_memory=pin_memory, worker_init_fn=_loader_worker_init)
     yield from loader
 

@@ -69,6 +69,8 @@ def init_distributed(device: str, need_group: bool = False) -> DistEnv:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     on_cuda = resolved.type == "cuda"
     if world_size == 1:
+        if on_cuda and resolved.index is None:  # "cuda" / "auto": the current GPU, by number
+            resolved = torch.device("cuda", torch.cuda.current_device())
         if need_group and not dist.is_initialized():
             dist.init_process_group("nccl" if on_cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1,
                                     device_id=resolved if on_cuda else None)
@@ -132,6 +134,22 @@ def time_and_noise(batch: TrainBatch, flow, device: torch.device) -> tuple[torch
     if batch.paired is not None:
         noise = torch.where(batch.paired[:, None, None], batch.noise, noise)
     return times.to(device), noise
+
+
+def flow_matching_loss(model: torch.nn.Module, flow, batch: TrainBatch, s: torch.Tensor, noise: torch.Tensor,
+                       context: torch.Tensor, context_mask: torch.Tensor, use_bf16: bool,
+                       geometry: JointGeometryLoss | None = None, geometry_weight: float = 0.0) -> torch.Tensor:
+    """This process's loss of one batch (the forward pass of a training step; the throughput
+    benchmark times the same function): the flow-matching loss on the noisy motion at times `s`,
+    plus the weighted joint-geometry losses of the denoised estimate."""
+    x_t = flow.interpolate(batch.x0, noise, s)  # (B, T, 276)
+    with torch.autocast(batch.x0.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        pred = model(x_t, flow.timestep_for_model(s), context, batch.x_mask, batch.reference, batch.reference_mask,
+                     batch.use_text, context_mask)  # (B, T, 276)
+    loss = flow.loss(pred.float(), batch.x0, noise, s, batch.x_mask, batch.loss_dims)
+    if geometry is not None:
+        loss = loss + geometry_weight * geometry(flow.denoised(pred.float(), x_t, s), batch.x0, batch.x_mask).total()
+    return loss
 
 
 def _model_state(model: torch.nn.Module) -> dict:
@@ -211,10 +229,10 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
     sharded = config.parallel == "fsdp"
     # A one-process FSDP run makes a process group of its own, and removes it when done.
     created_group = sharded and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) == 1
-    env = init_distributed(config.device, need_group=sharded)
     model_config = build_model_config(config)
     resume_path = resolve_resume(resume, out_dir, sharded)
     payload = _load_payload(resume_path, sharded) if resume_path is not None else None
+    env = init_distributed(config.device, need_group=sharded)
     # bf16 where the hardware runs it natively; emulated bf16 is slower than fp32.
     use_bf16 = config.bf16 and bf16_is_fast(env.device)
 
@@ -314,18 +332,13 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
             group["lr"] = lr
         batch = next(batches).to(env.device)  # batch_loader yields exactly steps start..end-1
         s, noise = time_and_noise(batch, flow, env.device)
-        x_t = flow.interpolate(batch.x0, noise, s)  # (B, T, 276)
         context, context_mask = text.encode(batch.captions, batch.drop_text)  # (B, L, D), (B, L)
+        context, context_mask = context.to(env.device), context_mask.to(env.device)
         if objective is not None:  # a distillation objective (vimogen_core.distill) scores the batch itself
-            local_loss = objective(train_model, batch, s, noise, context.to(env.device), context_mask.to(env.device))
+            local_loss = objective(train_model, batch, s, noise, context, context_mask)
         else:
-            with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                pred = train_model(x_t, flow.timestep_for_model(s), context.to(env.device), batch.x_mask, batch.reference,
-                                   batch.reference_mask, batch.use_text, context_mask.to(env.device))  # (B, T, 276)
-            local_loss = flow.loss(pred.float(), batch.x0, noise, s, batch.x_mask, batch.loss_dims)
-            if geometry is not None:
-                terms = geometry(flow.denoised(pred.float(), x_t, s), batch.x0, batch.x_mask)
-                local_loss = local_loss + config.geometry_weight * terms.total()
+            local_loss = flow_matching_loss(train_model, flow, batch, s, noise, context, context_mask, use_bf16,
+                                            geometry, config.geometry_weight)
         # The loss averages over valid frames x supervised dims; weighting each rank by its share of
         # the global count makes DDP's gradient average equal the single-process gradient.
         valid = batch.supervised_entries()
