@@ -8,6 +8,7 @@ then measures, with the page cache of the shard files dropped before each read m
 
 - this machine's limits: sequential read speed of the disk (1 and 2 streams) and SHA-256 speed of
   the cores (one process per core), and the samples/s they allow at the set's mean sample size;
+  beside them (not part of the target) the disk's speed for sample-sized reads at random offsets;
 - the start-up verification: every shard hashed once against its manifest digest (in parallel);
 - random access with checksum verification: DataLoader workers reading samples in a random order
   from the memory-mapped shards, each sample's bytes hashed against its manifest checksum,
@@ -100,6 +101,32 @@ def sequential_read_gb_per_s(paths: list[Path], streams: int, limit_bytes: int) 
     with ProcessPoolExecutor(streams) as pool:
         done = sum(pool.map(_read_files, groups, [limit_bytes // streams] * streams))
     return done / 1e9 / (time.perf_counter() - started)
+
+
+def _random_reads(args: tuple[list[str], int, float, int, int]) -> int:
+    paths, size, seconds, threads, seed = args
+    from concurrent.futures import ThreadPoolExecutor
+
+    fds = [os.open(path, os.O_RDONLY) for path in paths]
+    rng = np.random.default_rng(seed)
+    done, started = 0, time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        while time.perf_counter() - started < seconds:
+            picks = [(fds[int(rng.integers(len(fds)))], int(rng.integers(0, (os.fstat(fds[0]).st_size - size) // 4096)) * 4096)
+                     for _ in range(64)]
+            done += sum(pool.map(lambda pick: len(os.pread(pick[0], size, pick[1])), picks))
+    for fd in fds:
+        os.close(fd)
+    return int(done / (time.perf_counter() - started))
+
+
+def random_read_gb_per_s(paths: list[Path], size: int, processes: int, threads: int, seconds: float = 15.0) -> float:
+    """Cold-cache reads of `size` bytes at random offsets (`processes` x `threads` in flight): what
+    the disk gives random access, beside its sequential speed."""
+    drop_page_cache(paths)
+    with ProcessPoolExecutor(processes) as pool:
+        jobs = [([str(p) for p in paths], size, seconds, threads, seed) for seed in range(processes)]
+        return sum(pool.map(_random_reads, jobs)) / 1e9
 
 
 def _sha256_for(seconds: float) -> int:
@@ -210,6 +237,7 @@ def main() -> None:
         data_bytes = sum(p.stat().st_size for p in shard_paths)
         mean_sample = data_bytes / len(dataset)
         reads = {f"{n}_stream": round(sequential_read_gb_per_s(shard_paths, n, int(args.read_gb * 1e9)), 3) for n in (1, 2)}
+        random_read = random_read_gb_per_s(shard_paths, int(mean_sample), args.workers, threads=8)
         sha = sha256_gb_per_s(args.workers)
         limit_gb = min(max(reads.values()), sha)
         drop_page_cache(shard_paths)
@@ -233,6 +261,9 @@ def main() -> None:
             "shard_set": {**built, "samples": len(dataset), "data_gb": round(data_bytes / 1e9, 2),
                           "mean_sample_bytes": round(mean_sample)},
             "machine_limit": {"sequential_read_gb_per_s": reads, "sha256_gb_per_s": round(sha, 3),
+                              "random_read_gb_per_s": round(random_read, 3),
+                              "random_read_samples_per_s": round(random_read * 1e9 / mean_sample, 1),
+                              "random_read_in_flight": f"{args.workers} processes x 8 threads",
                               "sha256_processes": args.workers, "limit_gb_per_s": round(limit_gb, 3),
                               "limit_samples_per_s": round(limit_samples, 1)},
             "startup_verification": {"gb": round(verified / 1e9, 2), "s": round(verify_s, 1),
