@@ -54,10 +54,14 @@ def test_webserver_serves_asset_graph_and_schedule(tmp_path):
                 time.sleep(1)
         assert data is not None, "webserver did not serve the asset graph in time"
         nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-        assert {n["groupName"] for n in nodes.values()} == {"sources", "curation", "training", "benchmark", "registry"}
+        assert {n["groupName"] for n in nodes.values()} == {"sources", "curation", "training", "benchmark", "registry",
+                                                                      "light"}
         assert {"/".join(d["path"]) for d in nodes["trained_model"]["dependencyKeys"]} == {
             "normalisation_stats", "text_embedding_cache"}
         assert {"/".join(d["path"]) for d in nodes["champion_alias"]["dependencyKeys"]} == {"registered_model"}
+        assert {"/".join(d["path"]) for d in nodes["teacher_samples"]["dependencyKeys"]} == {
+            "expanded_prompts", "champion_alias"}  # the light model learns from the champion
+        assert {"/".join(d["path"]) for d in nodes["light_model"]["dependencyKeys"]} == {"teacher_samples"}
         assert nodes["curated_shards"]["hasAssetChecks"]
         (repository,) = data["repositoriesOrError"]["nodes"]
         assert {(s["name"], s["cronSchedule"]) for s in repository["schedules"]} == {("weekly_retrain_schedule", "0 3 * * 1")}
