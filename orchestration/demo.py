@@ -55,8 +55,8 @@ _STEP_EVENT = re.compile(r" - (\w+) - (STEP_SUCCESS|STEP_FAILURE) - (.*)$")
 _TRAIN_LINE = re.compile(r" - (trained_model|light_model) - step (\d+): (loss=\S+)")
 _ASSET_INFO = re.compile(r" - INFO - __ASSET_JOB - [\w-]+ - (\w+) - (?!\[pipes\])(.*)$")
 TRAIN_REPORT_EVERY = 250
-DEMO_LIGHT_PROMPTS = 64
-DEMO_LIGHT_STEPS = 250
+DEMO_LIGHT_PROMPTS = 32
+DEMO_LIGHT_STEPS = 200
 KEY_FIGURE_CHARS = 110
 BAR_WIDTH = 20
 
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1500, help="training steps of the tiny model")
     parser.add_argument("--bench-steps", type=int, default=10, help="Euler steps per generated motion")
     parser.add_argument("--judge-preset", default="quick", help="local MBench judge evaluator preset")
-    # ViMoGen-light on the champion, sized to add about 3 min on the same laptop (measured in README).
+    # ViMoGen-light on the champion, kept small so the demo stays inside 15 min on 2 cores: the light
+    # group took 47 min at load 7-12 with 64 prompts and 250 steps (about a tenth of a core each).
     parser.add_argument("--light-prompts", type=int, default=DEMO_LIGHT_PROMPTS, help="prompts the teacher performs")
     parser.add_argument("--light-steps", type=int, default=DEMO_LIGHT_STEPS, help="the student's training steps")
     parser.add_argument("--no-light", dest="light", action="store_false", help="leave out the ViMoGen-light group")
