@@ -4,6 +4,7 @@ run, the registered model and its aliases; then a consumer serving `models:/vimo
 `mlflow models serve` on 127.0.0.1."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -80,12 +81,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_champion_served_by_mlflow_answers_prompts(demo_state):
+@contextlib.contextmanager
+def served_by_mlflow(model_uri: str, env: dict):
+    """`mlflow models serve` of `model_uri` on a free 127.0.0.1 port: its base URL once /ping
+    answers; stopped by its own PID (its session: uvicorn and its workers) afterwards."""
     port = free_port()
-    env = demo_environment(demo_state)  # PATH starts with the environment's bin (mlflow runs its uvicorn)
-    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
-                               "models:/vimogen@champion", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", model_uri,
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
                               cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:
@@ -99,16 +101,35 @@ def test_champion_served_by_mlflow_answers_prompts(demo_state):
                 pass
             assert server.poll() is None, "mlflow models serve exited"
             time.sleep(1)
-        records = [{"prompt": "a person walks forward", "frames": 40, "seed": 0},
-                   {"prompt": "a person jumps", "frames": 60, "seed": 0}]
-        reply = requests.post(f"{base}/invocations", json={"dataframe_records": records}, timeout=300)
-        assert reply.status_code == 200, reply.text
-        predictions = reply.json()["predictions"]
-        assert [p["frames"] for p in predictions] == [40, 60]
-        for prediction in predictions:
-            joints, features = json.loads(prediction["joints"]), json.loads(prediction["features"])
-            assert len(joints) == prediction["frames"] and len(joints[0]) == 22 and len(joints[0][0]) == 3
-            assert len(features) == prediction["frames"] and len(features[0]) == 276
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+def assert_motions_of_requested_length(base: str, frames: list[int]) -> None:
+    """Two prompts at the given frame counts: (T, 22, 3) joints and (T, 276) features each."""
+    records = [{"prompt": "a person walks forward", "frames": frames[0], "seed": 0},
+               {"prompt": "a person jumps", "frames": frames[1], "seed": 0}]
+    reply = requests.post(f"{base}/invocations", json={"dataframe_records": records}, timeout=300)
+    assert reply.status_code == 200, reply.text
+    predictions = reply.json()["predictions"]
+    assert [p["frames"] for p in predictions] == frames
+    for prediction in predictions:
+        joints, features = json.loads(prediction["joints"]), json.loads(prediction["features"])
+        assert len(joints) == prediction["frames"] and len(joints[0]) == 22 and len(joints[0][0]) == 3
+        assert len(features) == prediction["frames"] and len(features[0]) == 276
+
+
+@pytest.mark.slow
+def test_champion_served_by_mlflow_answers_prompts(demo_state):
+    # The demo's environment: PATH starts with the environment's bin (mlflow runs its uvicorn).
+    with served_by_mlflow("models:/vimogen@champion", demo_environment(demo_state)) as base:
+        assert_motions_of_requested_length(base, [40, 60])
 
         bad = requests.post(f"{base}/invocations", json={"dataframe_records": [{"frames": 40}]}, timeout=60)
         assert 400 <= bad.status_code < 500 and "prompt" in bad.text
@@ -118,10 +139,3 @@ def test_champion_served_by_mlflow_answers_prompts(demo_state):
         garbage = requests.post(f"{base}/invocations", data="not json", headers={"Content-Type": "application/json"},
                                 timeout=60)
         assert 400 <= garbage.status_code < 500 and garbage.text
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server's own session: uvicorn and its workers
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)

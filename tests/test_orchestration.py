@@ -264,44 +264,15 @@ def test_light_group_distils_the_champion_and_registers_vimogen_light(registered
 def test_light_champion_served_by_mlflow_answers_with_motions_of_the_requested_length(registered_state):
     """`mlflow models serve` of models:/vimogen-light@champion, a real server on 127.0.0.1 stopped by its PID."""
     import json
-    import signal
-    import time
 
     import requests
 
     from orchestration.demo import demo_environment
-    from test_e2e_demo import free_port
+    from test_e2e_demo import assert_motions_of_requested_length, served_by_mlflow
 
-    port = free_port()
     env = {**demo_environment(registered_state), "MLFLOW_TRACKING_URI": f"sqlite:///{registered_state / 'mlflow.db'}"}
-    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
-                               "models:/vimogen-light@champion", "--env-manager", "local", "-h", "127.0.0.1", "-p",
-                               str(port)], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{base}/ping", timeout=5).ok:
-                    break
-            except (requests.ConnectionError, requests.Timeout):
-                pass
-            assert server.poll() is None, "mlflow models serve exited"
-            time.sleep(1)
-        records = [{"prompt": "a person walks forward", "frames": 30, "seed": 0},
-                   {"prompt": "a person jumps", "frames": 45, "seed": 0}]
-        reply = requests.post(f"{base}/invocations", json={"dataframe_records": records}, timeout=300)
-        assert reply.status_code == 200, reply.text
-        predictions = reply.json()["predictions"]
-        assert [p["frames"] for p in predictions] == [30, 45]
-        for prediction in predictions:
-            joints, features = json.loads(prediction["joints"]), json.loads(prediction["features"])
-            assert len(joints) == prediction["frames"] and len(joints[0]) == 22 and len(joints[0][0]) == 3
-            assert len(features) == prediction["frames"] and len(features[0]) == 276
+    with served_by_mlflow("models:/vimogen-light@champion", env) as base:
+        assert_motions_of_requested_length(base, [30, 45])
         ref = requests.post(f"{base}/invocations", json={"dataframe_records": [
             {"prompt": "a person walks", "frames": 30, "ref_motion": json.dumps([[0.0] * 276] * 30)}]}, timeout=60)
         assert ref.status_code == 400 and "reference mode asked of a ViMoGen-light checkpoint" in ref.text
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server's own session: uvicorn and its workers
-        server.wait(timeout=30)
