@@ -218,6 +218,22 @@ def text_embedding_cache(paths: ProjectPaths) -> MaterializeResult:
                                        "cache_dir": MetadataValue.path(str(paths.text_cache))})
 
 
+def _train_through_pipes(context: AssetExecutionContext, command: list[str], run_dir: Path, paths: ProjectPaths,
+                         mlflow_tracking: MLflowTracking, pipes_subprocess_client: PipesSubprocessClient):
+    """Runs a training `command` through Dagster Pipes inside a new MLflow run (the subprocess streams
+    its metrics into it; a failed subprocess marks it FAILED): (mlflow, run_id, the subprocess's result)."""
+    mlflow = mlflow_tracking.setup(paths)
+    run_id = registry.open_training_run(mlflow, mlflow_tracking.experiment, run_dir)
+    env = {"MLFLOW_TRACKING_URI": mlflow_tracking.uri(paths), "MLFLOW_RUN_ID": run_id}
+    try:
+        reported = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT),
+                                               env=env).get_materialize_result()
+    except Exception:
+        mlflow.tracking.MlflowClient().set_terminated(run_id, status="FAILED")
+        raise
+    return mlflow, run_id, reported
+
+
 @asset(group_name="training", deps=[normalisation_stats, text_embedding_cache],
        description="A ViMoGen DiT trained in a subprocess through Dagster Pipes, tracked in MLflow.")
 def trained_model(context: AssetExecutionContext, config: TrainingRunConfig, paths: ProjectPaths,
@@ -237,15 +253,8 @@ def trained_model(context: AssetExecutionContext, config: TrainingRunConfig, pat
                "--steps", str(config.steps), "--quiet", "--set", f"normalizer={paths.stats / NORMALIZER_NAME}"]
     for assignment in config.overrides:
         command += ["--set", assignment]
-    mlflow = mlflow_tracking.setup(paths)
-    run_id = registry.open_training_run(mlflow, mlflow_tracking.experiment, run_dir)  # the subprocess streams its metrics into this run
-    env = {"MLFLOW_TRACKING_URI": mlflow_tracking.uri(paths), "MLFLOW_RUN_ID": run_id}
-    try:
-        reported = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT),
-                                               env=env).get_materialize_result()
-    except Exception:
-        mlflow.tracking.MlflowClient().set_terminated(run_id, status="FAILED")
-        raise
+    mlflow, run_id, reported = _train_through_pipes(context, command, run_dir, paths, mlflow_tracking,
+                                                    pipes_subprocess_client)
     checkpoint = Path(reported.metadata["checkpoint"].value)
     logged = registry.log_training_run(mlflow, run_id, run_dir, checkpoint, paths, config.sample_prompt,
                                        config.sample_steps)
@@ -480,15 +489,8 @@ def light_model(context: AssetExecutionContext, config: LightTrainingRunConfig, 
     for option, value in (("--steps", config.steps), ("--batch-size", config.batch_size)):
         if value:
             command += [option, str(value)]
-    mlflow = mlflow_tracking.setup(paths)
-    run_id = registry.open_training_run(mlflow, mlflow_tracking.experiment, run_dir)
-    env = {"MLFLOW_TRACKING_URI": mlflow_tracking.uri(paths), "MLFLOW_RUN_ID": run_id}
-    try:
-        reported = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT),
-                                               env=env).get_materialize_result()
-    except Exception:
-        mlflow.tracking.MlflowClient().set_terminated(run_id, status="FAILED")
-        raise
+    mlflow, run_id, reported = _train_through_pipes(context, command, run_dir, paths, mlflow_tracking,
+                                                    pipes_subprocess_client)
     checkpoint = Path(reported.metadata["checkpoint"].value)
     logged = registry.log_training_run(mlflow, run_id, run_dir, checkpoint, paths, config.sample_prompt, sample_steps=1,
                                        manifest_path=Path(samples["manifest"]), dataset_name="teacher-samples",
