@@ -5,6 +5,7 @@ this training (MLFLOW_TRACKING_URI / MLFLOW_RUN_ID in the environment)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -41,6 +42,23 @@ class PipesMetricSink:
 
     def log_artifact(self, path) -> None:
         self.pipes.log.info(f"artifact: {path}")
+
+
+# The loggers whose warnings say a call is being retried: MLflow's HTTP client (urllib3 retries every
+# tracking call) and orchestration.retry; the loggers deploy/dagster.yaml routes into the run log of the
+# asset's own process, here forwarded through Pipes from the trainer's.
+RETRY_LOGGERS = ("urllib3.connectionpool", "vimogen.retry")
+
+
+class PipesLogHandler(logging.Handler):
+    """Forwards log records (WARNING and above) to the Dagster run log through a Pipes context."""
+
+    def __init__(self, pipes):
+        super().__init__(logging.WARNING)
+        self.pipes = pipes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.pipes.log.warning(f"{record.name}: {record.getMessage()}")
 
 
 def torchrun_command(target: list[str], processes: int, nodes: int = 1, rdzv_endpoint: str = "",
@@ -83,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         train(config, out, resume=args.resume, progress=False)
         return 0
     with open_dagster_pipes() as pipes:
+        for name in RETRY_LOGGERS:  # urllib3 itself only has a NullHandler: its retries would go unseen
+            logging.getLogger(name).addHandler(PipesLogHandler(pipes))
         (out / "metrics.jsonl").unlink(missing_ok=True)
         sink = PipesMetricSink(pipes, out / "metrics.jsonl", every=max(1, config.log_every),
                                mlflow_run_id=os.environ.get("MLFLOW_RUN_ID"))
