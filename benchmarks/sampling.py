@@ -31,16 +31,21 @@ from vimogen_core.train.generate import Generator, load_generator
 from vimogen_core.train.loop import build_model_config
 
 
-def fresh_generator(preset: str, device: str) -> Generator:
+def _fresh(config, normalizer_config, device: str, label: str) -> Generator:
     from vimogen_core.model.dit import ViMoGenDiT
 
-    config = apply_overrides(get_train_preset(preset), {"device": device})
     model_config = build_model_config(config)
     torch.manual_seed(0)
     model = ViMoGenDiT(model_config).to(device).eval()
     return Generator(model=model, model_config=model_config, train_config=config,
-                     normalizer=build_dataset(config).normalizer, text=TextContext(config.text_encoder, config.text_len),
-                     device=torch.device(device), checkpoint=Path("(fresh weights)"), step=0)
+                     normalizer=build_dataset(normalizer_config).normalizer,
+                     text=TextContext(config.text_encoder, config.text_len),
+                     device=torch.device(device), checkpoint=Path(label), step=0)
+
+
+def fresh_generator(preset: str, device: str) -> Generator:
+    config = apply_overrides(get_train_preset(preset), {"device": device})
+    return _fresh(config, config, device, "(fresh weights)")
 
 
 def fresh_student(device: str) -> Generator:
@@ -49,16 +54,10 @@ def fresh_student(device: str) -> Generator:
 
     from vimogen_core.distill.student import StudentConfig, student_train_config
     from vimogen_core.model.config import get_preset
-    from vimogen_core.model.dit import ViMoGenDiT
 
     teacher = apply_overrides(get_train_preset("tiny"), {"device": device})
     config = student_train_config(teacher, asdict(get_preset(teacher.model_preset)), StudentConfig())
-    model_config = build_model_config(config)
-    torch.manual_seed(0)
-    model = ViMoGenDiT(model_config).to(device).eval()
-    return Generator(model=model, model_config=model_config, train_config=config,
-                     normalizer=build_dataset(teacher).normalizer, text=TextContext(config.text_encoder, config.text_len),
-                     device=torch.device(device), checkpoint=Path("(fresh light weights)"), step=0)
+    return _fresh(config, teacher, device, "(fresh light weights)")
 
 
 def _sync(generator: Generator) -> None:

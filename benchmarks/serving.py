@@ -107,8 +107,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="the server's torch threads (0: all CPUs)")
     args = parser.parse_args()
 
-    from orchestration.model_server import register_champion, start_model_server
-    from playground.browser import free_port, stop_server
+    from orchestration.model_server import register_champion
+    from playground.browser import free_port, start_model_server, stop_server
 
     state = Path(tempfile.mkdtemp(prefix="serving_bench_"))
     env = {"VIMOGEN_STATE_DIR": str(state)}

@@ -23,12 +23,10 @@ import asyncio
 import json
 import os
 import queue
-import subprocess
 import sys
 import threading
 import time
 import traceback
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,28 +214,6 @@ class ModelServer:
         if size > limit:
             return b"", _error(413, f"body of {size} bytes; the limit is {limit}")
         return b"".join(chunks), None
-
-
-def start_model_server(args: list[str], port: int, env: dict | None = None, log: Path | None = None,
-                       timeout: float = 180.0) -> subprocess.Popen:
-    """`vimogen serve ARGS --port PORT` in a subprocess, returned once /ping answers; stop it with
-    `playground.browser.stop_server` (by its PID)."""
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
-    handle = open(log or os.devnull, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "vimogen_core.cli", "serve", *args, "--port", str(port)],
-                            env=env, stdout=handle, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vimogen serve exited with {proc.returncode}" + (f"; see {log}" if log else ""))
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    proc.wait()
-    raise TimeoutError(f"vimogen serve did not answer on port {port} within {timeout:.0f} s")
 
 
 def serve(model_uri: str, host: str = "127.0.0.1", port: int = 5001, limits: RequestLimits = RequestLimits(),

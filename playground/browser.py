@@ -1,5 +1,6 @@
-"""Run the playground as its own process and drive its page in headless Chromium: the acceptance
-test and `benchmarks/playground_latency.py` share these, so both see the page a person sees.
+"""Run the playground (or the `vimogen serve` front) as its own process and drive the page in headless
+Chromium: the acceptance tests and the latency/serving benchmarks share these, so both see what a
+person or client sees.
 
 Needs Debian's `chromium` and `chromium-driver` (`make system-deps`) and selenium (test extra).
 """
@@ -26,35 +27,50 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(source_args: list[str], port: int, out: Path, env: dict | None = None,
-                 log: Path | None = None, timeout: float = 180.0) -> subprocess.Popen:
-    """`vimogen playground SOURCE_ARGS --port PORT --out OUT` in a subprocess, returned once the
-    page answers; stop it with `stop_server` (by its PID)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+def start_cli_server(args: list[str], port: int, probe: str, env: dict | None = None, log: Path | None = None,
+                     timeout: float = 180.0) -> subprocess.Popen:
+    """`vimogen ARGS --port PORT` in a subprocess, returned once http://127.0.0.1:PORT/PROBE answers;
+    stop it with `stop_server` (by its PID)."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
     handle = open(log or os.devnull, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "vimogen_core.cli", "playground", *source_args,
-                             "--port", str(port), "--out", str(out)], env=env, stdout=handle, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "vimogen_core.cli", *args, "--port", str(port)],
+                            env=env, stdout=handle, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"playground exited with {proc.returncode}" + (f"; see {log}" if log else ""))
+            raise RuntimeError(f"vimogen {args[0]} exited with {proc.returncode}" + (f"; see {log}" if log else ""))
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{probe}", timeout=2):
                 return proc
         except OSError:
             time.sleep(0.5)
     stop_server(proc)
-    raise TimeoutError(f"playground did not answer on port {port} within {timeout:.0f} s")
+    raise TimeoutError(f"vimogen {args[0]} did not answer on port {port} within {timeout:.0f} s")
 
 
-def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> int:
-    """SIGTERM to the server's own PID, SIGKILL if it lingers; returns its exit code."""
+def start_server(source_args: list[str], port: int, out: Path, env: dict | None = None,
+                 log: Path | None = None, timeout: float = 180.0) -> subprocess.Popen:
+    """`vimogen playground SOURCE_ARGS --out OUT` on PORT, returned once the page answers."""
+    env = {"OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    return start_cli_server(["playground", *source_args, "--out", str(out)], port, "", env, log, timeout)
+
+
+def start_model_server(args: list[str], port: int, env: dict | None = None, log: Path | None = None,
+                       timeout: float = 180.0) -> subprocess.Popen:
+    """`vimogen serve ARGS` on PORT (orchestration/model_server.py), returned once /ping answers."""
+    return start_cli_server(["serve", *args], port, "ping", env, log, timeout)
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 20.0, group: bool = False) -> int:
+    """SIGTERM to the server's own PID (its process group with `group`, for servers that start
+    workers), SIGKILL if it lingers; returns its exit code."""
+    kill = os.killpg if group else os.kill
     if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
+        kill(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
+            kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout)
     return proc.returncode
 

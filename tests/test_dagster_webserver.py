@@ -3,7 +3,6 @@ schedule over its GraphQL API; it is stopped by its PID."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from playground.browser import stop_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,9 +68,4 @@ def test_webserver_serves_asset_graph_and_schedule(tmp_path):
         assert {(s["name"], s["cronSchedule"]) for s in repository["schedules"]} == {("weekly_retrain_schedule", "0 3 * * 1")}
         assert {s["name"] for s in repository["sensors"]} == {"raw_data_sensor"}
     finally:
-        os.kill(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+        stop_server(server, timeout=30)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 import requests
 
 from orchestration.demo import demo_environment, materialize_all, run_config
+from playground.browser import stop_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STEPS = 4
@@ -103,12 +103,7 @@ def served_by_mlflow(model_uri: str, env: dict):
             time.sleep(1)
         yield base
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+        stop_server(server, timeout=30, group=True)
 
 
 def assert_motions_of_requested_length(base: str, frames: list[int]) -> None:

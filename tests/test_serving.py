@@ -100,8 +100,8 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
     """`vimogen serve` on the champion: one worker, two waiting requests, so eight clients overflow it."""
-    from orchestration.model_server import register_champion, start_model_server
-    from playground.browser import free_port, stop_server
+    from orchestration.model_server import register_champion
+    from playground.browser import free_port, start_model_server, stop_server
 
     state = tmp_path_factory.mktemp("state")
     uri = register_champion(checkpoint, state)
