@@ -50,12 +50,16 @@ def source_of(relative: str) -> str | None:
 def raw_data_sensor(context: SensorEvaluationContext, paths: ProjectPaths, raw_data_watch: RawDataWatch):
     cursor = json.loads(context.cursor) if context.cursor else {"folder": [], "s3": None}
     new_files = new_folder_files(paths.raw_inbox, set(cursor["folder"]))
-    cursor["folder"] = sorted(set(cursor["folder"]) | set(new_files))
-    new = [(name, f"folder:{name}") for name in new_files]
+    new_objects = []
     if raw_data_watch.s3_bucket:
         objects, cursor["s3"] = raw_data_watch.storage().list_new_objects(raw_data_watch.s3_prefix, cursor["s3"])
-        new += [(o.key[len(raw_data_watch.s3_prefix):], f"s3://{raw_data_watch.s3_bucket}/{o.key}") for o in objects
-                if Path(o.key).suffix in RAW_SUFFIXES]
+        new_objects = [(o.key[len(raw_data_watch.s3_prefix):], f"s3://{raw_data_watch.s3_bucket}/{o.key}")
+                       for o in objects if Path(o.key).suffix in RAW_SUFFIXES]
+    # The run requested for an object fetches it into the inbox at the same relative path: seen already
+    # as a folder file, so it requests no second curation (nor counts twice if fetched before this tick).
+    fetched = {relative for relative, _ in new_objects}
+    cursor["folder"] = sorted(set(cursor["folder"]) | set(new_files) | fetched)
+    new = [(name, f"folder:{name}") for name in new_files if name not in fetched] + new_objects
     context.update_cursor(json.dumps(cursor))
     by_source: dict[str, list[str]] = {}
     for relative, label in new:

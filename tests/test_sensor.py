@@ -72,3 +72,12 @@ def test_s3_prefix_batches_request_one_run_each(tmp_path, s3_endpoint):  # noqa:
         assert sorted(fetched) == [f"raw/in_the_wild_video/2026/take{i}.npz" for i in (1, 2, 3)]
         assert (paths.raw_inbox / "in_the_wild_video" / "2026" / "take3.npz").read_bytes() == source.read_bytes()
         assert watch.fetch_source("in_the_wild_video", paths.raw_inbox) == []
+        # ... where the sensor finds them as inbox files: already requested, no second curation.
+        assert isinstance(tick(instance, cursor, paths, watch)[0], SkipReason)
+
+        # An object fetched in the tick that first sees it (a run's fetch racing the sensor) counts once.
+        storage.upload_file(source, "raw/in_the_wild_video/2026/take4.npz")
+        watch.fetch_source("in_the_wild_video", paths.raw_inbox)
+        (third,), cursor = tick(instance, cursor, paths, watch)
+        assert third.tags["vimogen/new_files"] == "1"
+        assert isinstance(tick(instance, cursor, paths, watch)[0], SkipReason)
