@@ -65,20 +65,21 @@ def torchrun_command(target: list[str], processes: int, nodes: int = 1, rdzv_end
                      rdzv_id: str = "vimogen-train") -> list[str]:
     """The command that runs `target` (["-m", module, ...] or [script, ...]) as `processes` processes
     per node on `nodes` nodes: one process runs it directly; one node uses torchrun --standalone;
-    several nodes meet at `rdzv_endpoint` (host:port of the first node, c10d rendezvous) - each
-    node runs this same command (the cluster route in README: a Dagster Pipes client starts one pod
-    or container per node)."""
-    import sys
-
+    several nodes meet at `rdzv_endpoint` (host:port of the first node, c10d rendezvous, which
+    hands out the node ranks, so no --node-rank) - each node runs this same command (the cluster
+    route in README: a Dagster Pipes client starts one pod or container per node)."""
     if processes < 1 or nodes < 1:
         raise ValueError(f"processes and nodes must be >= 1, got {processes} and {nodes}")
     if nodes == 1 and processes == 1:
         return [sys.executable, *target]
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}"]
     if nodes == 1:
+        if rdzv_endpoint:
+            raise ValueError(f"rendezvous endpoint {rdzv_endpoint!r} given for 1 node: set nodes > 1 or leave it empty")
         return [*launcher, "--standalone", *target]
-    if not rdzv_endpoint:
-        raise ValueError(f"{nodes} nodes need a rendezvous endpoint (host:port of the first node)")
+    host, _, port = rdzv_endpoint.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{nodes} nodes need a rendezvous endpoint host:port (the first node's), got {rdzv_endpoint!r}")
     return [*launcher, f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
             f"--rdzv-id={rdzv_id}", *target]
 
