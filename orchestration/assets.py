@@ -6,6 +6,7 @@ Each body reads resources/config, calls one library function and turns its resul
 
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -54,7 +55,9 @@ class CurationRunConfig(Config):
 class TrainingRunConfig(Config):
     preset: str = "tiny"  # a training preset; model hyperparameters come from it, never from here
     steps: int = 300
-    processes: int = 1  # > 1: torchrun with this many processes (gloo on CPU)
+    processes: int = 1  # per node; > 1: torchrun with this many processes (gloo on CPU, nccl on GPUs)
+    nodes: int = 1  # > 1: each node runs the same torchrun command; they meet at rdzv_endpoint
+    rdzv_endpoint: str = ""  # host:port of the first node (c10d rendezvous); required when nodes > 1
     overrides: list[str] = []  # `vimogen train --set` assignments, e.g. ["batch_size=16"]
     sample_prompt: str = "a person walks forward"
     sample_steps: int = 20
@@ -234,25 +237,37 @@ def _train_through_pipes(context: AssetExecutionContext, command: list[str], run
     return mlflow, run_id, reported
 
 
+def training_command(config: TrainingRunConfig, run_dir: Path, paths: ProjectPaths, rdzv_id: str) -> list[str]:
+    """The command the trained_model asset hands its Pipes client: `orchestration.pipes_train` as
+    config.processes processes on each of config.nodes nodes (pipes_train.torchrun_command; every node
+    of a run runs this same command, rendezvous `rdzv_id`). A run config it cannot launch is a Failure
+    naming the fields, raised before anything starts."""
+    from orchestration.pipes_train import torchrun_command
+    from vimogen_core.curation.statistics import NORMALIZER_NAME
+
+    # Training normalises with the statistics the normalisation_stats asset wrote, never refits them.
+    target = ["-m", "orchestration.pipes_train", "--preset", config.preset, "--out", str(run_dir), "--data",
+              str(paths.manifest), "--steps", str(config.steps), "--quiet",
+              "--set", f"normalizer={paths.stats / NORMALIZER_NAME}"]
+    for assignment in config.overrides:
+        target += ["--set", assignment]
+    try:
+        return torchrun_command(target, config.processes, config.nodes, config.rdzv_endpoint, rdzv_id=rdzv_id)
+    except ValueError as err:
+        raise Failure(f"trained_model run config (processes={config.processes}, nodes={config.nodes}, "
+                      f"rdzv_endpoint={config.rdzv_endpoint!r}): {err}") from err
+
+
 @asset(group_name="training", deps=[normalisation_stats, text_embedding_cache],
        description="A ViMoGen DiT trained in a subprocess through Dagster Pipes, tracked in MLflow.")
 def trained_model(context: AssetExecutionContext, config: TrainingRunConfig, paths: ProjectPaths,
                   mlflow_tracking: MLflowTracking, pipes_subprocess_client: PipesSubprocessClient) -> MaterializeResult:
     run_dir = paths.path("runs", context.run_id[:8])
+    command = training_command(config, run_dir, paths, rdzv_id=f"vimogen-{context.run_id[:8]}")
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "text_cache").exists():  # the run reads the materialised embedding cache
         (run_dir / "text_cache").symlink_to(paths.text_cache, target_is_directory=True)
-    launcher = [sys.executable, "-m", "orchestration.pipes_train"]
-    if config.processes > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={config.processes}",
-                    "-m", "orchestration.pipes_train"]
-    from vimogen_core.curation.statistics import NORMALIZER_NAME
-
-    # Training normalises with the statistics the normalisation_stats asset wrote, never refits them.
-    command = [*launcher, "--preset", config.preset, "--out", str(run_dir), "--data", str(paths.manifest),
-               "--steps", str(config.steps), "--quiet", "--set", f"normalizer={paths.stats / NORMALIZER_NAME}"]
-    for assignment in config.overrides:
-        command += ["--set", assignment]
+    context.log.info(f"launching {config.nodes} node(s) x {config.processes} process(es): {shlex.join(command)}")
     mlflow, run_id, reported = _train_through_pipes(context, command, run_dir, paths, mlflow_tracking,
                                                     pipes_subprocess_client)
     checkpoint = Path(reported.metadata["checkpoint"].value)

@@ -70,12 +70,12 @@ def torchrun_command(target: list[str], processes: int, nodes: int = 1, rdzv_end
     route in README: a Dagster Pipes client starts one pod or container per node)."""
     if processes < 1 or nodes < 1:
         raise ValueError(f"processes and nodes must be >= 1, got {processes} and {nodes}")
+    if nodes == 1 and rdzv_endpoint:
+        raise ValueError(f"rendezvous endpoint {rdzv_endpoint!r} given for 1 node: set nodes > 1 or leave it empty")
     if nodes == 1 and processes == 1:
         return [sys.executable, *target]
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}"]
     if nodes == 1:
-        if rdzv_endpoint:
-            raise ValueError(f"rendezvous endpoint {rdzv_endpoint!r} given for 1 node: set nodes > 1 or leave it empty")
         return [*launcher, "--standalone", *target]
     host, _, port = rdzv_endpoint.rpartition(":")
     if not host or not port.isdigit():
