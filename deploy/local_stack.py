@@ -202,7 +202,7 @@ def stack_environment(ports: StackPorts, pg_user: str, pg_password: str, home: P
         "DAGSTER_HOME": str(home),
         "DAGSTER_PG_HOST": HOST, "DAGSTER_PG_PORT": str(ports.postgres), "DAGSTER_PG_DB": "dagster",
         "DAGSTER_PG_USERNAME": pg_user, "DAGSTER_PG_PASSWORD": pg_password,
-        "DAGSTER_MAX_CONCURRENT_RUNS": "1",
+        "DAGSTER_MAX_CONCURRENT_RUNS": "2",
         "DAGSTER_GRPC_TIMEOUT_SECONDS": "300",
         "MLFLOW_TRACKING_URI": f"http://{HOST}:{ports.mlflow}",
         "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://{pg_user}:{pg_password}@{HOST}:{ports.postgres}/mlflow",

@@ -93,10 +93,15 @@ class LightBenchRunConfig(BenchRunConfig):
 
 
 SOURCE_PARTITIONS = StaticPartitionsDefinition(list(SOURCES))
+# The steps that write or read the state folder's raw takes, curated samples and shards: one run's curation
+# removes the manifest and the chunks it does not make, under another run's reader or writer. A Dagster
+# concurrency pool, limited to 1 by the instance (deploy/dagster.yaml `concurrency: pools: default_limit`),
+# runs them one at a time across runs; the other steps of concurrent runs go on meanwhile.
+SHARED_DATA_POOL = "vimogen_shared_data"
 LIGHT = "light"  # the asset group of ViMoGen-light
 
 
-@asset(group_name="sources", partitions_def=SOURCE_PARTITIONS, backfill_policy=BackfillPolicy.single_run(),
+@asset(pool=SHARED_DATA_POOL, group_name="sources", partitions_def=SOURCE_PARTITIONS, backfill_policy=BackfillPolicy.single_run(),
        description="Raw takes, one partition per source: the 15 DeepMimic mocap clips (optical_mocap), simulated "
        "visual captures of them (in_the_wild_video), synthetic-video takes when a backend is configured, and new "
        "files from the raw inbox (and its S3 prefix) for each.")
@@ -134,7 +139,7 @@ def raw_takes(context: AssetExecutionContext, config: SourcesRunConfig, paths: P
     return MaterializeResult(metadata=metadata)
 
 
-@asset(group_name="curation", deps=[raw_takes], description="Gated, windowed, mirrored samples and the "
+@asset(pool=SHARED_DATA_POOL, group_name="curation", deps=[raw_takes], description="Gated, windowed, mirrored samples and the "
        "quarantine report with each rejection's reason.")
 def curated_samples(context: AssetExecutionContext, config: CurationRunConfig, paths: ProjectPaths) -> MaterializeResult:
     from vimogen_core.config_overrides import apply_overrides
@@ -160,7 +165,7 @@ def curated_samples(context: AssetExecutionContext, config: CurationRunConfig, p
     })
 
 
-@asset(group_name="curation", deps=[curated_samples], description="Packed, checksummed shards and their Parquet "
+@asset(pool=SHARED_DATA_POOL, group_name="curation", deps=[curated_samples], description="Packed, checksummed shards and their Parquet "
        "manifest; the data version is the DVC hash of the shard folder.")
 def curated_shards(context: AssetExecutionContext, paths: ProjectPaths) -> MaterializeResult:
     from vimogen_core.curation.sharding import write_shards
@@ -179,7 +184,7 @@ def curated_shards(context: AssetExecutionContext, paths: ProjectPaths) -> Mater
     })
 
 
-@asset_check(asset=curated_shards, blocking=True, description="Great Expectations suite over the manifest; "
+@asset_check(asset=curated_shards, blocking=True, pool=SHARED_DATA_POOL, description="Great Expectations suite over the manifest; "
              "a failure stops everything downstream (no training on bad shards).")
 def manifest_expectations(paths: ProjectPaths) -> AssetCheckResult:
     from vimogen_core.config_overrides import apply_overrides
@@ -196,7 +201,7 @@ def manifest_expectations(paths: ProjectPaths) -> AssetCheckResult:
     })
 
 
-@asset(group_name="curation", deps=[curated_shards], description="Normalisation mean/std over the training split.")
+@asset(pool=SHARED_DATA_POOL, group_name="curation", deps=[curated_shards], description="Normalisation mean/std over the training split.")
 def normalisation_stats(paths: ProjectPaths) -> MaterializeResult:
     from vimogen_core.curation.statistics import compute_statistics
 
@@ -205,7 +210,7 @@ def normalisation_stats(paths: ProjectPaths) -> MaterializeResult:
                                        "normalizer": MetadataValue.path(result.normalizer_path)})
 
 
-@asset(group_name="training", deps=[curated_shards], description="Text-encoder embeddings of every caption, cached "
+@asset(pool=SHARED_DATA_POOL, group_name="training", deps=[curated_shards], description="Text-encoder embeddings of every caption, cached "
        "by (encoder, text) so a caption is encoded once; training reads the same cache.")
 def text_embedding_cache(paths: ProjectPaths) -> MaterializeResult:
     from vimogen_core.curation.shards import read_manifest
@@ -258,7 +263,7 @@ def training_command(config: TrainingRunConfig, run_dir: Path, paths: ProjectPat
                       f"rdzv_endpoint={config.rdzv_endpoint!r}): {err}") from err
 
 
-@asset(group_name="training", deps=[normalisation_stats, text_embedding_cache],
+@asset(pool=SHARED_DATA_POOL, group_name="training", deps=[normalisation_stats, text_embedding_cache],
        description="A ViMoGen DiT trained in a subprocess through Dagster Pipes, tracked in MLflow.")
 def trained_model(context: AssetExecutionContext, config: TrainingRunConfig, paths: ProjectPaths,
                   mlflow_tracking: MLflowTracking, pipes_subprocess_client: PipesSubprocessClient) -> MaterializeResult:
@@ -301,7 +306,7 @@ def trained_model_of_this_run(context: AssetExecutionContext, asset_def=None) ->
     return {"run_id": metadata["mlflow_run_id"], "checkpoint": metadata["checkpoint"], "run_dir": metadata["run_dir"]}
 
 
-@asset(group_name="benchmark", deps=[curated_shards], description="The local MBench judge: a contrastive "
+@asset(pool=SHARED_DATA_POOL, group_name="benchmark", deps=[curated_shards], description="The local MBench judge: a contrastive "
        "text-motion model trained on the curated shards (on the built-in clips when the shard set has too few "
        "held-out samples), its yes-threshold calibrated on held-out data.")
 def local_judge(context: AssetExecutionContext, config: JudgeRunConfig, paths: ProjectPaths) -> MaterializeResult:
@@ -359,7 +364,7 @@ def score_mbench(context: AssetExecutionContext, run: dict, name: str, steps: in
     })
 
 
-@asset(group_name="benchmark", deps=[trained_model, local_judge], description="Classic text-to-motion metrics "
+@asset(pool=SHARED_DATA_POOL, group_name="benchmark", deps=[trained_model, local_judge], description="Classic text-to-motion metrics "
        "(R-precision, FID, MM-Dist, Diversity, MultiModality) with the local evaluator on the held-out splits.")
 def classic_metrics(context: AssetExecutionContext, config: BenchRunConfig, paths: ProjectPaths,
                     mlflow_tracking: MLflowTracking) -> MaterializeResult:
@@ -422,7 +427,7 @@ def champion_alias(context: AssetExecutionContext, paths: ProjectPaths, mlflow_t
 # --- ViMoGen-light: distilled from the champion ------------------------------------------------
 
 
-@asset(group_name=LIGHT, deps=[curated_shards], description="New prompts for the teacher to perform, composed "
+@asset(pool=SHARED_DATA_POOL, group_name=LIGHT, deps=[curated_shards], description="New prompts for the teacher to perform, composed "
        "from the curated captions' actions, body parts, directions and manners (never a training caption).")
 def expanded_prompts(context: AssetExecutionContext, config: DistillPromptsRunConfig, paths: ProjectPaths) -> MaterializeResult:
     from vimogen_core.distill.prompts import expand_prompts
@@ -533,7 +538,7 @@ def light_mbench_scores(context: AssetExecutionContext, config: LightBenchRunCon
                         paths.path("bench", "mbench_light"), mlflow_tracking)
 
 
-@asset(group_name=LIGHT, deps=[light_model, local_judge], description="Classic text-to-motion metrics of the light "
+@asset(pool=SHARED_DATA_POOL, group_name=LIGHT, deps=[light_model, local_judge], description="Classic text-to-motion metrics of the light "
        "model with the local evaluator on the held-out splits.")
 def light_classic_metrics(context: AssetExecutionContext, config: LightBenchRunConfig, paths: ProjectPaths,
                           mlflow_tracking: MLflowTracking) -> MaterializeResult:
