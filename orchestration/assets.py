@@ -95,8 +95,9 @@ class LightBenchRunConfig(BenchRunConfig):
 SOURCE_PARTITIONS = StaticPartitionsDefinition(list(SOURCES))
 # The steps that write or read the state folder's raw takes, curated samples and shards: one run's curation
 # removes the manifest and the chunks it does not make, under another run's reader or writer. A Dagster
-# concurrency pool, limited to 1 by the instance (deploy/dagster.yaml `concurrency: pools: default_limit`),
-# runs them one at a time across runs; the other steps of concurrent runs go on meanwhile.
+# concurrency pool, limited to 1 by the instance (`concurrency:` in deploy/dagster.yaml; without it, as on
+# the laptop's default instance, the pool has no limit), runs them one at a time across runs; the other
+# steps of concurrent runs go on meanwhile.
 SHARED_DATA_POOL = "vimogen_shared_data"
 LIGHT = "light"  # the asset group of ViMoGen-light
 
