@@ -51,7 +51,7 @@ demo: venv
 	$(PY) -m orchestration.demo --state-dir $(STATE)
 
 ui: venv
-	mkdir -p $(STATE)/dagster_home
+	$(PY) -c 'import pathlib, sys; from orchestration.demo import prepare_dagster_home; prepare_dagster_home(pathlib.Path(sys.argv[1]))' $(STATE)/dagster_home
 	DAGSTER_HOME=$(STATE)/dagster_home PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 mlflow-ui: venv

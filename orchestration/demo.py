@@ -17,6 +17,28 @@ from orchestration.quiet import QUIET_ENV
 from orchestration.resources import REPO_ROOT, default_state_dir
 
 
+# The laptop instance beyond Dagster's SQLite defaults: the steps that read or write the state
+# folder's takes, samples and shards (pool `vimogen_shared_data`, orchestration/assets.py) one at a
+# time across runs, so a sensor curation never rewrites the shards another run is reading
+# (deploy/dagster.yaml sets the same for the deployment).
+LAPTOP_INSTANCE = """concurrency:
+  pools:
+    default_limit: 1
+    op_granularity_run_buffer: 1
+telemetry:
+  enabled: false
+"""
+
+
+def prepare_dagster_home(home: Path) -> Path:
+    """DAGSTER_HOME with the laptop instance's dagster.yaml, unless the user already put one there."""
+    home.mkdir(parents=True, exist_ok=True)
+    instance = home / "dagster.yaml"
+    if not instance.exists():
+        instance.write_text(LAPTOP_INSTANCE)
+    return instance
+
+
 def demo_environment(state_dir: Path) -> dict[str, str]:
     """The environment of the materialisation: state folder, DAGSTER_HOME in it, MLflow on SQLite in
     it (unless MLFLOW_TRACKING_URI is already set), telemetry off, offline."""
@@ -104,7 +126,7 @@ def materialize_all(state_dir: Path, config: dict, log_path: Path, echo=None) ->
 
     state_dir.mkdir(parents=True, exist_ok=True)
     env = demo_environment(state_dir)
-    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    prepare_dagster_home(Path(env["DAGSTER_HOME"]))
     config_path = state_dir / "demo_run_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     dagster = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "orchestration.definitions"]

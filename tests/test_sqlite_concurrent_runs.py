@@ -7,30 +7,31 @@ from __future__ import annotations
 
 import pytest
 
-from orchestration.demo import demo_environment
+from orchestration.demo import demo_environment, prepare_dagster_home
 from test_deploy_stack import assert_pooled_steps_took_turns, new_take, retrain_and_sensor_curation_at_once
-
-# What the laptop instance needs beyond Dagster's SQLite defaults: the shared-data pool limited to one
-# step at a time across runs (deploy/dagster.yaml sets the same for the deployment).
-LAPTOP_INSTANCE = """concurrency:
-  pools:
-    default_limit: 1
-    op_granularity_run_buffer: 1
-telemetry:
-  enabled: false
-"""
-
 
 @pytest.mark.slow
 def test_retraining_and_sensor_curation_at_once_on_sqlite(tmp_path):
     state = tmp_path / "state"
     env = demo_environment(state)
     home = state / "dagster_home"
-    home.mkdir(parents=True)
-    (home / "dagster.yaml").write_text(LAPTOP_INSTANCE)
+    prepare_dagster_home(home)  # what `make demo` and `make ui` use
     pair = retrain_and_sensor_curation_at_once(state, home, env, lambda: new_take(state / "raw_inbox"))
     assert env["MLFLOW_TRACKING_URI"].startswith("sqlite:")
     assert "database is locked" not in pair.log.lower()
     assert_pooled_steps_took_turns(pair)
     assert pair.materialised["curate_new_data"]["raw_takes"][0]["partition"] == "optical_mocap"
     assert {"curated_shards", "trained_model", "champion_alias"} <= set(pair.materialised["weekly_retrain"])
+
+
+def test_the_laptop_instance_limits_the_shared_data_pool_and_keeps_a_users_file(tmp_path):
+    from dagster import DagsterInstance
+
+    prepare_dagster_home(tmp_path / "home")
+    pool = DagsterInstance.from_config(str(tmp_path / "home")).get_concurrency_config().pool_config
+    assert (pool.default_pool_limit, pool.op_granularity_run_buffer) == (1, 1)
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    prepare_dagster_home(own)
+    assert (own / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
