@@ -8,12 +8,15 @@ then measures, with the page cache of the shard files dropped before each read m
 
 - this machine's limits: sequential read speed of the disk (1 and 2 streams) and SHA-256 speed of
   the cores (one process per core), and the samples/s they allow at the set's mean sample size;
-  beside them (not part of the target) the disk's speed for sample-sized reads at random offsets;
+  beside them (not part of the target) the disk's speed for sample-sized reads at random offsets
+  with 1, 8 and READ_THREADS (the loader's) reads in flight per process;
 - the start-up verification: every shard hashed once against its manifest digest (in parallel);
 - random access with checksum verification: DataLoader workers reading samples in a random order
   from the memory-mapped shards, each sample's bytes hashed against its manifest checksum,
-  handed to the main process in batches; with each batch's reads issued together first
-  (ShardReader.prefetch, as the training loader does) and without (another random order);
+  handed to the main process in batches; with each batch's reads and checks started together in
+  the reader threads, into the shared memory the batch crosses in (ShardDataset.read_into; the
+  training loader's ShardDataset.prefetch uses the same threads), and without (read one at a time
+  from the memory map, another random order);
 - the training draws: `train.data.batch_loader` (workers drawing whole batches of the `small`
   preset: window, normalisation, reference corruption, collation) over the same set;
 - the `small` training step's consumption on this CPU (benchmarks/train_step.py's measure);
@@ -41,7 +44,7 @@ import torch
 
 from vimogen_core.curation.dataset import ShardDataset
 from vimogen_core.curation.records import CuratedSample
-from vimogen_core.curation.shards import MANIFEST_NAME, ManifestWriter, ShardSetWriter, verify_shard_files
+from vimogen_core.curation.shards import MANIFEST_NAME, READ_THREADS, ManifestWriter, ShardSetWriter, verify_shard_files
 from vimogen_core.train.config import apply_overrides, get_train_preset
 from vimogen_core.train.data import BuiltinClipDataset, batch_loader, build_dataset
 
@@ -145,17 +148,19 @@ def sha256_gb_per_s(processes: int, seconds: float = 3.0) -> float:
 
 class VerifiedBatches(torch.utils.data.Dataset):
     """Item: a batch of sample indices -> their frames (sum T, 276) and count, each sample read from
-    its memory-mapped shard and checked against its SHA-256; with `prefetch` the batch's reads are
-    issued together first (ShardReader.prefetch), as the training loader does."""
+    its memory-mapped shard and checked against its SHA-256; with `prefetch` the batch's reads and
+    checks run together in the reader threads, straight into the shared-memory tensor the batch
+    crosses to the main process in (ShardDataset.read_into)."""
 
     def __init__(self, dataset: ShardDataset, prefetch: bool):
         self.dataset, self.prefetch = dataset, prefetch
 
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, int]:
         data = self.dataset
-        if self.prefetch:
-            for i in indices:
-                data._reader(data.shards[i]).prefetch(int(data.offsets[i]), int(data.lengths[i]))
+        if self.prefetch:  # read straight into the shared memory the batch crosses from the worker in
+            features = torch.empty((int(data.lengths[indices].sum()), 276)).share_memory_()
+            data.read_into(indices, features.numpy())
+            return features, len(indices)
         # One tensor per batch crosses from the worker.
         return torch.cat([data[i]["features"] for i in indices]), len(indices)
 
@@ -237,7 +242,8 @@ def main() -> None:
         data_bytes = sum(p.stat().st_size for p in shard_paths)
         mean_sample = data_bytes / len(dataset)
         reads = {f"{n}_stream": round(sequential_read_gb_per_s(shard_paths, n, int(args.read_gb * 1e9)), 3) for n in (1, 2)}
-        random_read = random_read_gb_per_s(shard_paths, int(mean_sample), args.workers, threads=8)
+        random_read = {f"{threads}_in_flight_per_process": round(random_read_gb_per_s(
+            shard_paths, int(mean_sample), args.workers, threads, seconds=10.0), 3) for threads in (1, 8, READ_THREADS)}
         sha = sha256_gb_per_s(args.workers)
         limit_gb = min(max(reads.values()), sha)
         drop_page_cache(shard_paths)
@@ -261,9 +267,9 @@ def main() -> None:
             "shard_set": {**built, "samples": len(dataset), "data_gb": round(data_bytes / 1e9, 2),
                           "mean_sample_bytes": round(mean_sample)},
             "machine_limit": {"sequential_read_gb_per_s": reads, "sha256_gb_per_s": round(sha, 3),
-                              "random_read_gb_per_s": round(random_read, 3),
-                              "random_read_samples_per_s": round(random_read * 1e9 / mean_sample, 1),
-                              "random_read_in_flight": f"{args.workers} processes x 8 threads",
+                              "random_read_gb_per_s": random_read,
+                              "random_read_samples_per_s": {k: round(v * 1e9 / mean_sample, 1) for k, v in random_read.items()},
+                              "random_read_processes": args.workers,
                               "sha256_processes": args.workers, "limit_gb_per_s": round(limit_gb, 3),
                               "limit_samples_per_s": round(limit_samples, 1)},
             "startup_verification": {"gb": round(verified / 1e9, 2), "s": round(verify_s, 1),

@@ -29,7 +29,7 @@ from vimogen_core.motion.motion import canonicalize, mirror
 from vimogen_core.motion.representation import FEATURE_DIM, Normalizer
 from vimogen_core.sources.deepmimic import load_builtin_clip
 from vimogen_core.train.config import get_train_preset
-from vimogen_core.train.data import build_dataset, rank_batches
+from vimogen_core.train.data import batch_loader, build_dataset, rank_batches
 
 CLIPS = ("walk", "kick", "cartwheel", "crawl", "dance_b", "getup_faceup")
 
@@ -113,6 +113,47 @@ def test_flipped_byte_fails_with_checksum_error_naming_the_shard(shard_set, tmp_
     reader = ShardReader(tmp_path / "data" / target["shard"])
     with pytest.raises(MotionDataError, match=rf"{target['shard']}.*checksum mismatch for sample {target['id']}"):
         reader.read(int(target["offset"]), int(target["n_frames"]), target["checksum"], target["id"])
+    with pytest.raises(MotionDataError, match=rf"{target['shard']}.*checksum mismatch for sample {target['id']}"):
+        reader.read_async(int(target["offset"]), int(target["n_frames"]), target["checksum"], target["id"]).result()
+
+
+def test_prefetched_samples_are_the_mapped_ones_and_a_cut_shard_is_named(shard_set, tmp_path):
+    _, shards = shard_set
+    dataset = ShardDataset(shards.manifest_path, split="train")
+    order = [int(i) for i in np.random.default_rng(0).permutation(len(dataset))]
+    mapped = [dataset[i]["features"] for i in order]  # one at a time from the memory map
+    dataset.prefetch(order + order[:2])  # all in flight in the reader threads; a repeated index is read once
+    assert sorted(dataset._pending) == sorted(order)
+    for index, expected in zip(order, mapped):
+        assert torch.equal(dataset[index]["features"], expected)
+    assert not dataset._pending
+    dataset.prefetch(order[:2])
+    dataset.prefetch(order[2:3])  # what the earlier call started and nobody took is dropped
+    assert list(dataset._pending) == order[2:3]
+    out = np.full((int(dataset.lengths[order].sum()), FEATURE_DIM), np.nan, np.float32)
+    dataset.read_into(order, out)  # straight into the caller's rows, e.g. a loader's shared memory
+    np.testing.assert_array_equal(out, torch.cat(mapped).numpy())
+    with pytest.raises(ValueError, match=f"out has {len(out) + 1} rows, the samples {len(out)}"):
+        dataset.read_into(order, np.zeros((len(out) + 1, FEATURE_DIM), np.float32))
+
+    row = pq.read_table(shards.manifest_path).to_pylist()[-1]
+    cut = tmp_path / row["shard"]
+    cut.write_bytes((Path(shards.out_dir) / row["shard"]).read_bytes()[: 128 + (row["offset"] + 2) * FEATURE_DIM * 4])
+    reader = ShardReader(cut, mmap=False)  # the header still claims the rows the cut removed
+    with pytest.raises(MotionDataError, match=rf"{row['shard']}.*sample {row['id']} at rows .* is truncated"):
+        reader.read_async(row["offset"], row["n_frames"], row["checksum"], row["id"]).result()
+
+
+def test_loader_workers_draw_the_batches_one_process_draws(shard_set):
+    """Each DataLoader worker (forked after this process started its reader threads) prefetches its
+    batches in reader threads of its own, and draws what one process draws."""
+    _, shards = shard_set
+    config = replace(get_train_preset("tiny"), data=str(shards.manifest_path), batch_size=4, data_workers=2)
+    dataset = build_dataset(config)
+    here = rank_batches(dataset, config, start_step=0, rank=0, world_size=1)
+    expected = [next(here) for _ in range(4)]
+    for batch, want in zip(batch_loader(dataset, config, 0, 4, 0, 1), expected, strict=True):
+        assert torch.equal(batch.x0, want.x0) and batch.captions == want.captions
 
 
 def test_training_batches_of_a_shard_set_pad_and_mask(shard_set):

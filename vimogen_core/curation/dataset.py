@@ -41,6 +41,7 @@ class ShardDataset(Dataset):
         self.normalizer = normalizer
         self.verify = verify
         self._readers: dict[str, ShardReader] = {}
+        self._pending: dict = {}  # index -> Future of its verified features (prefetch)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -48,6 +49,7 @@ class ShardDataset(Dataset):
     def __getstate__(self):  # memory maps stay per process: workers reopen their own
         state = self.__dict__.copy()
         state["_readers"] = {}
+        state["_pending"] = {}
         return state
 
     def _reader(self, shard: str) -> ShardReader:
@@ -57,11 +59,46 @@ class ShardDataset(Dataset):
             self._readers[shard] = reader
         return reader
 
+    def _sample_read(self, index: int) -> tuple[ShardReader, tuple]:
+        return self._reader(self.shards[index]), (int(self.offsets[index]), int(self.lengths[index]),
+                                                  self.checksums[index] if self.verify else None, self.ids[index])
+
+    def prefetch(self, indices) -> None:
+        """Start reading (and verifying) these samples now, all at once in the reader threads
+        (ShardReader.read_async), so a shuffled batch's random reads are in flight together;
+        __getitem__ then takes each from here. Samples an earlier call started and nobody took are
+        dropped (one batch ahead at most)."""
+        pending = {}
+        for index in map(int, indices):
+            if index not in pending:
+                reader, read = self._sample_read(index)
+                pending[index] = self._pending.pop(index, None) or reader.read_async(*read)
+        for future in self._pending.values():
+            future.cancel()
+        self._pending = pending
+
+    def read_into(self, indices, out: np.ndarray) -> None:
+        """Read and verify these samples' stored features (no normaliser) into consecutive rows of
+        `out` ((their frames summed, 276) float32), all in flight together in the reader threads:
+        a loader worker that reads into a shared-memory tensor hands the batch over without a copy."""
+        indices = [int(i) for i in indices]
+        if len(out) != (rows := int(self.lengths[indices].sum())):
+            raise ValueError(f"out has {len(out)} rows, the samples {rows}")
+        futures, row = [], 0
+        for index in indices:
+            reader, (offset, n_frames, checksum, sample_id) = self._sample_read(index)
+            futures.append(reader.read_async(offset, n_frames, checksum, sample_id, out=out[row:row + n_frames]))
+            row += n_frames
+        for future in futures:
+            future.result()
+
     def __getitem__(self, index: int) -> dict:
-        shard = self.shards[index]
-        block = self._reader(shard).read(
-            int(self.offsets[index]), int(self.lengths[index]), self.checksums[index] if self.verify else None, self.ids[index]
-        )
+        future = self._pending.pop(index, None)
+        if future is not None:
+            block = future.result()
+        else:
+            reader, read = self._sample_read(index)
+            block = reader.read(*read)
         features = torch.from_numpy(block)  # (T, 276)
         if self.normalizer is not None:
             features = self.normalizer.normalize(features).to(torch.float32)

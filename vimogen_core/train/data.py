@@ -151,10 +151,9 @@ class ShardMotionDataset:
         return len(self.shards)
 
     def prefetch(self, indices: list[int]) -> None:
-        """Start reading these samples' bytes from disk before they are drawn (one batch's)."""
-        shards = self.shards
-        for index in indices:
-            shards._reader(shards.shards[index]).prefetch(int(shards.offsets[index]), int(shards.lengths[index]))
+        """Start reading and verifying these samples (one batch's) before they are drawn, all of them
+        in flight together (ShardDataset.prefetch)."""
+        self.shards.prefetch(indices)
 
     def sample(self, index: int, rng: np.random.Generator) -> MotionItem:
         item = self.shards[index]
