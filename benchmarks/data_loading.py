@@ -17,7 +17,7 @@ then measures, with the page cache of the shard files dropped before each read m
   the reader threads, into the shared memory the batch crosses in (ShardDataset.read_into; the
   training loader's ShardDataset.prefetch uses the same threads), and without (read one at a time
   from the memory map, another random order);
-- the training draws: `train.data.batch_loader` (workers drawing whole batches of the `small`
+- the training draws: `train.batches.batch_loader` (workers drawing whole batches of the `small`
   preset: window, normalisation, reference corruption, collation) over the same set;
 - the `small` training step's consumption on this CPU (benchmarks/train_step.py's measure);
 and the target: min(5,000 samples/s, 80% of the machine's limit). The shard set is deleted after
@@ -44,9 +44,11 @@ import torch
 
 from vimogen_core.curation.dataset import ShardDataset
 from vimogen_core.curation.records import CuratedSample
-from vimogen_core.curation.shards import MANIFEST_NAME, READ_THREADS, ManifestWriter, ShardSetWriter, verify_shard_files
+from vimogen_core.curation.shards import MANIFEST_NAME, ManifestWriter, ShardSetWriter
+from vimogen_core.curation.shard_reader import READ_THREADS, verify_shard_files
 from vimogen_core.train.config import apply_overrides, get_train_preset
-from vimogen_core.train.data import BuiltinClipDataset, batch_loader, build_dataset
+from vimogen_core.train.batches import batch_loader
+from vimogen_core.train.data import BuiltinClipDataset, build_dataset
 
 WINDOW_FRAMES = (190, 200)  # mean 195 frames x 1,104 bytes: 228K samples are about 49 GB
 READ_CHUNK = 8 << 20

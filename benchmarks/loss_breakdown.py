@@ -13,7 +13,8 @@ import torch
 
 from vimogen_core.model.flow import FlowMatching, as_velocity
 from vimogen_core.motion.representation import JOINT_POS, JOINT_VEL, POSE6D, ROOT_ROT6D, ROOT_VEL
-from vimogen_core.train.data import build_dataset, collate, draw_sample
+from vimogen_core.train.batches import collate
+from vimogen_core.train.data import build_dataset, draw_sample
 from vimogen_core.train.generate import load_generator
 
 GROUPS = {"pose": POSE6D, "positions": JOINT_POS, "velocities": JOINT_VEL, "root": slice(ROOT_ROT6D.start, ROOT_VEL.stop)}

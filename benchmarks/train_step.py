@@ -33,7 +33,8 @@ import torch
 
 from vimogen_core.hardware import bf16_is_fast, resolve_device, sdpa_backend
 from vimogen_core.train.config import apply_overrides, get_train_preset
-from vimogen_core.train.data import build_dataset, rank_batches
+from vimogen_core.train.batches import rank_batches
+from vimogen_core.train.data import build_dataset
 from vimogen_core.train.loop import EMA, build_model_config, flow_matching_loss, init_distributed, time_and_noise
 
 

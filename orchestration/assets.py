@@ -146,7 +146,7 @@ def curated_samples(context: AssetExecutionContext, config: CurationRunConfig, p
     from vimogen_core.config_overrides import apply_overrides
     from vimogen_core.curation.config import curation_settings
     from vimogen_core.curation.pipeline import curate_samples
-    from vimogen_core.curation.shards import read_manifest
+    from vimogen_core.curation.shard_reader import read_manifest
     from vimogen_core.curation.source_index import SourceIndex
 
     settings = {**params("curate"), "preset": config.preset}
@@ -214,7 +214,7 @@ def normalisation_stats(paths: ProjectPaths) -> MaterializeResult:
 @asset(pool=SHARED_DATA_POOL, group_name="training", deps=[curated_shards], description="Text-encoder embeddings of every caption, cached "
        "by (encoder, text) so a caption is encoded once; training reads the same cache.")
 def text_embedding_cache(paths: ProjectPaths) -> MaterializeResult:
-    from vimogen_core.curation.shards import read_manifest
+    from vimogen_core.curation.shard_reader import read_manifest
     from vimogen_core.curation.source_index import SourceIndex
     from vimogen_core.text.encoders import EmbeddingCache, get_text_encoder
 
@@ -378,7 +378,7 @@ def score_classic(context: AssetExecutionContext, run: dict, steps: int | None, 
     """The classic metrics of a trained `run`'s checkpoint at `steps` (None: its own) on the held-out splits."""
     from vimogen_core.bench.classic import classic_metrics as compute
     from vimogen_core.bench.judges import LocalJudge
-    from vimogen_core.curation.shards import iter_shard_samples
+    from vimogen_core.curation.shard_reader import iter_shard_samples
     from vimogen_core.motion.representation import features_to_joints
     from vimogen_core.train.generate import load_generator
 

@@ -84,7 +84,7 @@ def log_training_run(mlflow, run_id: str, run_dir: Path, checkpoint: Path, paths
                      extra_artifacts: tuple[Path, ...] = ()) -> dict:
     """Params, the training set as the run's dataset input (`manifest_path`, default the curated
     shards; its folder's DVC hash as a tag), a sample motion and the artifacts of a finished run."""
-    from vimogen_core.curation.shards import read_manifest
+    from vimogen_core.curation.shard_reader import read_manifest
     from vimogen_core.motion.render import render_frames_png, render_motion
     from vimogen_core.motion.representation import features_to_joints
     from vimogen_core.train.generate import load_generator

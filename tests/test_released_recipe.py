@@ -16,7 +16,8 @@ from vimogen_core.model.flow import FlowMatching, euler_sample, get_sampler, shi
 from vimogen_core.motion.representation import POSE6D, Normalizer, features_to_joints_integrated
 from vimogen_core.sources.vimogen228k import load_vimogen_motion, read_record
 from vimogen_core.train.config import apply_overrides, get_train_preset
-from vimogen_core.train.data import MotionItem, Vimogen228kDataset, collate, draw_sample
+from vimogen_core.train.batches import collate
+from vimogen_core.train.data import MotionItem, Vimogen228kDataset, draw_sample
 from vimogen_core.train.loop import ema_decay
 
 from conftest import shared_dir

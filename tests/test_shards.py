@@ -22,14 +22,15 @@ from vimogen_core.curation.source_index import SourceIndex
 from vimogen_core.sources.raw_takes import SourcesConfig, build_sources
 from vimogen_core.curation.records import RawSample
 from vimogen_core.curation.sharding import write_shards
-from vimogen_core.curation.shards import ShardReader, iter_shard_samples
+from vimogen_core.curation.shard_reader import ShardReader, iter_shard_samples
 from vimogen_core.curation.statistics import compute_statistics
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.motion import canonicalize, mirror
 from vimogen_core.motion.representation import FEATURE_DIM, Normalizer
 from vimogen_core.sources.deepmimic import load_builtin_clip
 from vimogen_core.train.config import get_train_preset
-from vimogen_core.train.data import batch_loader, build_dataset, rank_batches
+from vimogen_core.train.batches import batch_loader, rank_batches
+from vimogen_core.train.data import build_dataset
 
 CLIPS = ("walk", "kick", "cartwheel", "crawl", "dance_b", "getup_faceup")
 

@@ -9,7 +9,8 @@ from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.representation import REF_INDEX
 from vimogen_core.sinks import RecordingSink
 from vimogen_core.train.config import apply_overrides, get_train_preset
-from vimogen_core.train.data import BuiltinClipDataset, corrupt_reference, draw_sample, rank_batches
+from vimogen_core.train.batches import rank_batches
+from vimogen_core.train.data import BuiltinClipDataset, corrupt_reference, draw_sample
 from vimogen_core.train.loop import train
 
 # A very small network keeps the loop tests in seconds; everything else is the tiny preset.

@@ -161,7 +161,7 @@ def shard_judge_data(manifest_path: str | Path, heldout_split: str = "test",
                      max_heldout: int = 500) -> tuple[list[CaptionedMotion], list[CaptionedMotion]]:
     """Training samples (train split, all captions) and held-out samples (one caption each) from a
     curated shard set (its Parquet manifest)."""
-    from vimogen_core.curation.shards import iter_shard_samples
+    from vimogen_core.curation.shard_reader import iter_shard_samples
 
     train, heldout = [], []
     for row, features in iter_shard_samples(Path(manifest_path)):

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import Dataset
 
-from vimogen_core.curation.shards import ShardReader, read_manifest
+from vimogen_core.curation.shard_reader import ShardReader, read_manifest
 
 _COLUMNS = ["id", "source", "subset", "split", "shard", "offset", "n_frames", "checksum", "shard_sha256", "motion_text", "video_text"]
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vimogen_core.curation.records import SPLITS
-from vimogen_core.curation.shards import read_manifest
+from vimogen_core.curation.shard_reader import read_manifest
 from vimogen_core.motion.representation import FEATURE_DIM
 from vimogen_core.files import atomic_write_bytes
 from vimogen_core.sources import SOURCES

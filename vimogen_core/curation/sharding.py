@@ -16,15 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vimogen_core.curation.records import SPLITS
-from vimogen_core.curation.shards import (
-    MANIFEST_NAME,
-    SHARD_SUFFIX,
-    ManifestWriter,
-    ShardReader,
-    ShardSetWriter,
-    read_manifest,
-    sha256_file,
-)
+from vimogen_core.curation.shards import MANIFEST_NAME, SHARD_SUFFIX, ManifestWriter, ShardSetWriter, sha256_file
+from vimogen_core.curation.shard_reader import ShardReader, read_manifest
 from vimogen_core.files import atomic_write_bytes, remove_stale_temporaries
 
 if TYPE_CHECKING:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vimogen_core.curation.shards import iter_shard_samples, sha256_file
+from vimogen_core.curation.shards import sha256_file
+from vimogen_core.curation.shard_reader import iter_shard_samples
 from vimogen_core.files import atomic_write_bytes
 from vimogen_core.motion.representation import Normalizer
 

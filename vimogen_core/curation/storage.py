@@ -14,7 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vimogen_core.curation.shards import MANIFEST_NAME, ShardReader, read_manifest, sha256_file
+from vimogen_core.curation.shards import MANIFEST_NAME, sha256_file
+from vimogen_core.curation.shard_reader import ShardReader, read_manifest
 from vimogen_core.errors import MotionDataError
 from vimogen_core.files import atomic_path
 

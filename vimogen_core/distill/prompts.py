@@ -156,7 +156,7 @@ def manifest_captions(manifest_path) -> list[str]:
     training data already has."""
     from pathlib import Path
 
-    from vimogen_core.curation.shards import read_manifest
+    from vimogen_core.curation.shard_reader import read_manifest
 
     table = read_manifest(Path(manifest_path), ["motion_text", "video_text"])
     captions = [c for texts in table["motion_text"].to_pylist() for c in texts or []]

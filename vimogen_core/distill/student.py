@@ -77,7 +77,7 @@ class TeacherSampleDataset:
 
     def __init__(self, manifest_path: str | Path, normalizer: Normalizer):
         from vimogen_core.curation.dataset import ShardDataset
-        from vimogen_core.curation.shards import read_manifest
+        from vimogen_core.curation.shard_reader import read_manifest
 
         self.shards = ShardDataset(Path(manifest_path), split=None)
         if len(self.shards) == 0:

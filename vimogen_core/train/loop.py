@@ -32,7 +32,8 @@ from vimogen_core.train import checkpoint as ckpt
 from vimogen_core.train import fsdp
 from vimogen_core.train.conditioning import TextContext
 from vimogen_core.train.config import TrainConfig
-from vimogen_core.train.data import MotionDataset, TrainBatch, batch_loader, build_dataset
+from vimogen_core.train.batches import TrainBatch, batch_loader
+from vimogen_core.train.data import MotionDataset, build_dataset
 from vimogen_core.train.geometry_loss import JointGeometryLoss
 
 KEEP_CHECKPOINTS = 3
