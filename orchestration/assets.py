@@ -2,7 +2,9 @@
 statistics, text cache -> trained model -> MBench / classic scores -> registered model -> champion,
 and ViMoGen-light from the champion: expanded prompts -> teacher samples (+ blocking expectation check)
 -> light model -> its MBench / classic scores -> `vimogen-light` registered -> its champion.
-Each body reads resources/config, calls one library function and turns its result into metadata."""
+Each body reads resources/config, calls one library function and turns its result into metadata.
+One file for the whole graph (longer than the library's modules) so that its edges, pools and
+checks read in one place, as Dagster's example projects keep theirs; the work is in vimogen_core."""
 
 import dataclasses
 import json
