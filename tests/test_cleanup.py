@@ -88,6 +88,25 @@ def test_geometry_loss_is_zero_on_the_target_and_grows_with_a_shivering_body():
     assert float(worse.relative) > 0.1 and float(worse.consistency) > 1.0
 
 
+def test_geometry_loss_sees_a_body_floating_above_the_floor():
+    """Lifted 8 cm, the walk is the same relative to its pelvis: only the ground term sees it, at
+    (8 cm / 2 cm)^2."""
+    real = walk_features()
+    normalizer = Normalizer(real.mean(0), real.std(0))
+    lifted = real.copy()
+    t = len(real)
+    pos = lifted[:, JOINT_POS].reshape(t, 22, 3)
+    pos[..., 2] += 0.08
+    lifted[:, JOINT_POS] = pos.reshape(t, 66)
+    x0, floating = (torch.from_numpy(normalizer.normalize(m).astype(np.float32))[None] for m in (real, lifted))
+    mask = torch.ones(1, t, dtype=torch.bool)
+    loss = JointGeometryLoss(normalizer)
+    assert float(loss(x0, x0, mask).ground) == 0.0
+    terms = loss(floating, x0, mask)
+    assert float(terms.relative) < 1e-6
+    assert abs(float(terms.ground) - 16.0) < 0.01
+
+
 def test_cleaned_feet_never_go_below_the_floor():
     sunk = walk_features().copy()
     t = len(sunk)
