@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from vimogen_core.curation.batch_reader import ParallelBatchReader
 from vimogen_core.curation.dataset import ShardDataset
 from vimogen_core.curation.config import CurationConfig
 from vimogen_core.curation.pipeline import curate_samples
@@ -132,10 +134,18 @@ def test_prefetched_samples_are_the_mapped_ones_and_a_cut_shard_is_named(shard_s
     dataset.prefetch(order[2:3])  # what the earlier call started and nobody took is dropped
     assert list(dataset._pending) == order[2:3]
     out = np.full((int(dataset.lengths[order].sum()), FEATURE_DIM), np.nan, np.float32)
-    dataset.read_into(order, out)  # straight into the caller's rows, e.g. a loader's shared memory
+    dataset.read_into(order, out)  # straight into the caller's rows, e.g. a reader process's shared ring
     np.testing.assert_array_equal(out, torch.cat(mapped).numpy())
     with pytest.raises(ValueError, match=f"out has {len(out) + 1} rows, the samples {len(out)}"):
         dataset.read_into(order, np.zeros((len(out) + 1, FEATURE_DIM), np.float32))
+    # Direct reads (O_DIRECT, block-aligned spans) and reads through the page cache give the same bytes.
+    assert dataset._reader(dataset.shards[order[0]])._direct_fd >= 0, "the test's tmp dir should allow O_DIRECT"
+    buffered = ShardDataset(shards.manifest_path, split="train")
+    for shard in set(buffered.shards):
+        buffered._reader(shard)._direct_fd = -1
+    through_cache = np.full_like(out, np.nan)
+    buffered.read_into(order, through_cache)
+    np.testing.assert_array_equal(through_cache, out)
 
     row = pq.read_table(shards.manifest_path).to_pylist()[-1]
     cut = tmp_path / row["shard"]
@@ -268,3 +278,36 @@ def test_two_worker_processes_curate_the_same_samples_as_one(tmp_path):
 
     with pytest.raises(ValueError, match="TakeSource"):
         curate_samples(optical_takes(), tmp_path / "plain", config, workers=2)
+
+
+def test_reader_processes_give_each_batch_in_order_and_name_a_damaged_sample(shard_set, tmp_path):
+    _, shards = shard_set
+    dataset = ShardDataset(shards.manifest_path, split="train")
+    order = [int(i) for i in np.random.default_rng(1).permutation(len(dataset))]
+    batches = [[i] for i in order] + [order[:2], order[::-1]]
+    with ParallelBatchReader(dataset, batches, batch_size=len(order), processes=2, in_flight=2) as reader:
+        read = list(reader)  # more batches than ring slots: each slot is filled again once taken
+    assert len(read) == len(batches) > 2
+    for batch, frames in zip(batches, read):
+        np.testing.assert_array_equal(frames, torch.cat([dataset[i]["features"] for i in batch]).numpy())
+    with pytest.raises(ValueError, match="a batch of 2 samples does not fit batch_size 1"):
+        with ParallelBatchReader(dataset, [order[:2]], batch_size=1, processes=1) as reader:
+            list(reader)
+
+    # A byte flipped on disk after the reader opened the shard: the consumer gets the reader
+    # process's error, naming shard and sample, when it reaches that batch.
+    copy = tmp_path / "damaged"
+    shutil.copytree(Path(shards.out_dir), copy)
+    damaged = ShardDataset(copy / "manifest.parquet", split="train")
+    target = order[2]
+    assert len(set(damaged.shards)) == 1
+    with ParallelBatchReader(damaged, [[order[0]], [order[1]], [target]], batch_size=1, processes=1, in_flight=1) as reader:
+        next(reader)  # one slot: the target's batch is sent only when the second batch is taken
+        with open(copy / damaged.shards[target], "r+b") as handle:
+            handle.seek(128 + int(damaged.offsets[target]) * FEATURE_DIM * 4 + 10)
+            byte = handle.read(1)
+            handle.seek(-1, os.SEEK_CUR)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+        next(reader)
+        with pytest.raises(MotionDataError, match=rf"{damaged.shards[target]}: checksum mismatch for sample {damaged.ids[target]}"):
+            next(reader)

@@ -13,6 +13,9 @@ class MotionDataError(ValueError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
 
+    def __reduce__(self):  # crosses from a reader process intact (curation.batch_reader)
+        return type(self), (self.path, self.reason)
+
 
 # torch names the global a refused file asked for as "GLOBAL <module.name>" (not allowed or blocked).
 _REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")

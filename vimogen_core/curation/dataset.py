@@ -79,8 +79,8 @@ class ShardDataset(Dataset):
 
     def read_into(self, indices, out: np.ndarray) -> None:
         """Read and verify these samples' stored features (no normaliser) into consecutive rows of
-        `out` ((their frames summed, 276) float32), all in flight together in the reader threads:
-        a loader worker that reads into a shared-memory tensor hands the batch over without a copy."""
+        `out` ((their frames summed, 276) float32), all in flight together in the reader threads
+        (curation.batch_reader's processes read into their shared ring this way)."""
         indices = [int(i) for i in indices]
         if len(out) != (rows := int(self.lengths[indices].sum())):
             raise ValueError(f"out has {len(out)} rows, the samples {rows}")

@@ -4,7 +4,9 @@ batches of random reads kept in flight by a thread pool so the disk's queue stay
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -69,10 +71,36 @@ def verify_shard_files(expected: dict[Path, str], processes: int = 1) -> int:
 
 # Sample reads in flight per process (ShardReader.read_async). The 215 KB reads of a shuffled batch
 # reach the disk together; the virtual disk answers random reads faster the more it holds (cold
-# cache, 49 GB set, 2 processes: 3,465 samples/s with 1 in flight each, 4,901 with 8, 5,411 with 32;
-# benchmarks/data_loading.py). The threads wait in os.preadv and hash in hashlib, both without the GIL.
-READ_THREADS = 32
+# 49 GB set, direct reads, 2 processes: 3,776 samples/s with 1 in flight each, 4,594 with 32, 5,305
+# with 64; benchmarks/data_loading.py). Verified reads in one process (ShardDataset.read_into, 4 batches ahead),
+# per 5 s over 20-30 s: 4,257-4,454 samples/s with 32 threads, 4,696-5,626 with 64, 4,364-4,683 with
+# 128. The threads wait in os.preadv and hash in hashlib, both without the GIL.
+READ_THREADS = 64
 _read_pool: ThreadPoolExecutor | None = None
+
+# Asynchronous reads bypass the page cache (O_DIRECT) where the file system allows it: a shuffled
+# pass over a set larger than memory never hits the cache, and filling it cost more CPU than the
+# checksum (cold 8.6 GB set, one process, 32 threads: 0.44 ms of CPU per verified 215 KB sample
+# through the cache, 0.25 ms direct). Direct reads need block-aligned offsets, sizes and memory, so
+# each reader thread reads the aligned span around a sample into its own page-aligned buffer.
+DIRECT_ALIGN = 4096
+_direct_buffers = threading.local()
+
+
+def _aligned_buffer(nbytes: int) -> memoryview:
+    """This thread's page-aligned scratch buffer (anonymous mmap), at least `nbytes` long."""
+    buffer = getattr(_direct_buffers, "buffer", None)
+    if buffer is None or len(buffer) < nbytes:
+        buffer = _direct_buffers.buffer = mmap.mmap(-1, -(-nbytes // (64 << 10)) * (64 << 10))
+    return memoryview(buffer)[:nbytes]
+
+
+def _sample_block(n_frames: int, out: np.ndarray | None) -> np.ndarray:
+    """Where a sample's (n_frames, 276) float32 frames land: `out`, checked, or a new array."""
+    block = np.empty((n_frames, FEATURE_DIM), "<f4") if out is None else out
+    if block.shape != (n_frames, FEATURE_DIM) or block.dtype != np.dtype("<f4"):
+        raise ValueError(f"out must be ({n_frames}, {FEATURE_DIM}) float32, got {block.dtype} {block.shape}")
+    return block
 
 
 def _reads() -> ThreadPoolExecutor:
@@ -122,6 +150,7 @@ class ShardReader:
         self.rows = rows
         self.array = None  # (rows, 276) memory map for random access; streaming reads use pread instead
         self._fd = None
+        self._direct_fd = None  # O_DIRECT descriptor for read_async; -1 where the file system refuses it
         if mmap:
             try:
                 self.array = np.load(self.path, mmap_mode="r", allow_pickle=False)
@@ -133,8 +162,9 @@ class ShardReader:
             self._fd = os.open(self.path, os.O_RDONLY)
 
     def __del__(self):
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        for fd in (getattr(self, "_fd", None), getattr(self, "_direct_fd", None)):
+            if fd is not None and fd >= 0:
+                os.close(fd)
 
     def _file(self) -> int:
         if self._fd is None:
@@ -146,14 +176,38 @@ class ShardReader:
         """Start reading one sample now in this process's reader threads (READ_THREADS): a Future of
         what `read` returns, verified the same way, so a batch's reads are in flight together
         instead of one page fault at a time. With `out` ((n_frames, 276) float32) the bytes land
-        there, without a copy, and the Future's array is `out`."""
+        there and the Future's array is `out`. Reads go straight to the disk (O_DIRECT) where the
+        file system allows it, through the page cache otherwise."""
+        if self._direct_fd is None:
+            try:
+                self._direct_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT)
+            except OSError:  # e.g. tmpfs: buffered reads instead
+                self._direct_fd = -1
+        if self._direct_fd >= 0:
+            return _reads().submit(self._pread_direct_verified, offset, n_frames, checksum, sample_id, out)
         return _reads().submit(self._pread_verified, self._file(), offset, n_frames, checksum, sample_id, out)
+
+    def _pread_direct_verified(self, offset: int, n_frames: int, checksum: str | None, sample_id: str,
+                               out: np.ndarray | None = None) -> np.ndarray:
+        block = _sample_block(n_frames, out)
+        first = HEADER_BYTES + offset * FEATURE_DIM * 4
+        span_start = first - first % DIRECT_ALIGN
+        skip = first - span_start
+        span = _aligned_buffer(-(-(skip + block.nbytes) // DIRECT_ALIGN) * DIRECT_ALIGN)
+        try:
+            got = os.preadv(self._direct_fd, [span], span_start)
+        except OSError:  # the file system opened O_DIRECT but refuses this read: buffered from now on
+            # (the refused descriptor stays open: other reader threads may be inside a read on it)
+            self._direct_fd = -1
+            return self._pread_verified(self._file(), offset, n_frames, checksum, sample_id, out)
+        if got < skip + block.nbytes:  # the end of the file comes back short; a cut file shorter still
+            raise MotionDataError(self.path, f"sample {sample_id} at rows {offset}:{offset + n_frames} is truncated")
+        block.reshape(-1).view(np.uint8)[:] = np.frombuffer(span, np.uint8, block.nbytes, skip)
+        return self._verified(block, offset, n_frames, checksum, sample_id)
 
     def _pread_verified(self, fd: int, offset: int, n_frames: int, checksum: str | None, sample_id: str,
                         out: np.ndarray | None = None) -> np.ndarray:
-        block = np.empty((n_frames, FEATURE_DIM), "<f4") if out is None else out
-        if block.shape != (n_frames, FEATURE_DIM) or block.dtype != np.dtype("<f4"):
-            raise ValueError(f"out must be ({n_frames}, {FEATURE_DIM}) float32, got {block.dtype} {block.shape}")
+        block = _sample_block(n_frames, out)
         if os.preadv(fd, [block], HEADER_BYTES + offset * FEATURE_DIM * 4) != block.nbytes:
             raise MotionDataError(self.path, f"sample {sample_id} at rows {offset}:{offset + n_frames} is truncated")
         return self._verified(block, offset, n_frames, checksum, sample_id)
