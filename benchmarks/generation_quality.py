@@ -13,6 +13,7 @@ it little). Variants of the sampling settings are measured side by side in one r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -21,6 +22,7 @@ import torch
 
 from vimogen_core.bench.prompts import builtin_prompts
 from vimogen_core.control.timeline import generate_any_length
+from vimogen_core.motion.cleanup import CleanupConfig
 from vimogen_core.motion.metrics import FEET, foot_floating_terms, motion_quality_scores
 from vimogen_core.motion.representation import features_to_joints, features_to_joints_integrated
 from vimogen_core.sources.deepmimic import load_builtin_clips
@@ -76,12 +78,21 @@ def real_clips(frames: int = 100) -> tuple[dict, dict]:
     return quality([features_to_joints(f) for f in feats]), consistency(feats)
 
 
-def parse_variant(text: str) -> tuple[dict, bool]:
-    """'steps=10,cfg=5,cleanup=1' -> generate_any_length() options (no cfg: the preset's guidance),
-    whether to clean up."""
+def parse_variant(text: str) -> tuple[dict, CleanupConfig | None]:
+    """'steps=10,cfg=5,cleanup=1,ground_height=0' -> generate_any_length() options (no cfg: the
+    preset's guidance) and the clean-up to apply (None: cleanup=0); any other key is a CleanupConfig
+    field."""
     values = dict(part.split("=", 1) for part in text.split(",") if part)
-    return ({"steps": int(values.get("steps", 10)), "cfg_scale": float(values["cfg"]) if "cfg" in values else None},
-            values.get("cleanup", "1") not in ("0", "false"))
+    options = {"steps": int(values.pop("steps", 10)),
+               "cfg_scale": float(values.pop("cfg")) if "cfg" in values else None}
+    if values.pop("cleanup", "1") in ("0", "false"):
+        return options, None
+    fields = {f.name: f.type for f in dataclasses.fields(CleanupConfig)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise SystemExit(f"variant {text!r}: unknown keys {sorted(unknown)} (steps, cfg, cleanup, {', '.join(fields)})")
+    return options, dataclasses.replace(CleanupConfig(), **{k: type(getattr(CleanupConfig(), k))(float(v))
+                                                            for k, v in values.items()})
 
 
 def main() -> None:
@@ -98,10 +109,8 @@ def main() -> None:
     weights = [True, False] if args.raw_weights else [True]
     for use_ema in weights:
         generator = load_generator(args.checkpoint, use_ema=use_ema)
-        cleanup = generator.cleanup
         for text in args.variants:
-            options, clean = parse_variant(text)
-            generator.cleanup = cleanup if clean else None
+            options, generator.cleanup = parse_variant(text)
             started = time.perf_counter()
             feats = []
             for seed in range(args.seeds):

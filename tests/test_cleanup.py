@@ -117,3 +117,38 @@ def test_cleaned_feet_never_go_below_the_floor():
     cleaned = features_to_joints(clean_features(sunk))
     assert cleaned[:, [7, 8, 10, 11], 2].min() >= 0.0
     assert metrics.ground_penetration(cleaned) == 0.0
+
+
+def lifted_by(feats: np.ndarray, heights: np.ndarray) -> np.ndarray:
+    """The motion with every joint raised by heights (T,) metres, frame by frame."""
+    out = feats.copy()
+    t = len(out)
+    pos = out[:, JOINT_POS].reshape(t, 22, 3)
+    pos[..., 2] += heights[:, None]
+    out[:, JOINT_POS] = pos.reshape(t, 66)
+    out[:, JOINT_VEL] = np.diff(pos, axis=0, append=2 * pos[-1:] - pos[-2:-1]).reshape(t, 66)
+    return out
+
+
+def test_a_walk_floating_above_the_floor_is_stood_on_it():
+    """Generated bodies hover centimetres over the floor with both feet up (Foot_Floating's M
+    term); the data's lowest joint is on the floor in every frame that is not in flight."""
+    real = walk_features()
+    t = len(real)
+    hover = 0.08 + 0.02 * np.sin(np.arange(t) / 9.0)  # 6-10 cm, slowly varying
+    floating = lifted_by(real, hover)
+    lowest = lambda f: np.median(features_to_joints(f)[..., 2].min(1))  # noqa: E731
+    assert lowest(real) < 0.02 and lowest(floating) > 0.07
+    cleaned = clean_features(floating)
+    joints = features_to_joints(cleaned)
+    assert lowest(cleaned) < 0.03  # lowest joint on the floor (within the 2 cm clearance), as in the data
+    assert metrics.jitter_degree(joints) < 1.2 * metrics.jitter_degree(features_to_joints(real))
+
+
+def test_a_jump_keeps_its_flight_over_the_floor():
+    jump = load_builtin_clip("backflip", min_frames=101).motion.features().numpy()[:100]
+    before = features_to_joints(jump)
+    after = features_to_joints(clean_features(jump))
+    lowest_before, lowest_after = before[..., 2].min(1), after[..., 2].min(1)
+    assert lowest_before.max() > 1.0  # a flight phase: the whole body a metre up
+    assert np.abs(lowest_after - lowest_before).max() < 0.05

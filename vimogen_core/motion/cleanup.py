@@ -50,11 +50,24 @@ class CleanupConfig:
     # Off under motion control: constraints are stated in the motion's own frame, which
     # re-canonicalising would move away from them.
     canonical: bool = True
+    # A body whose lowest joint is within `ground_height` (m) of the floor and not rising or sinking
+    # faster than `ground_speed` (m per frame) stands on it: the whole body is moved vertically so
+    # that this joint is between the floor and `ground_clearance` above it, as in the data's frames
+    # that are not in flight; other frames (take-off, flight, landing) take the offset of the
+    # supported frames around them, and the offset is smoothed over `ground_sigma` frames. 0: off.
+    ground_height: float = 0.15
+    ground_speed: float = 0.02
+    ground_clearance: float = 0.02
+    ground_sigma: float = 2.0
 
     @property
     def name(self) -> str:
         return (f"clean-up: positions fused with velocities (pelvis w={self.root_velocity_weight:g}, body "
-                f"w={self.body_velocity_weight:g}), {'frame 0 canonical, ' if self.canonical else ''}planted feet held (below "
+                f"w={self.body_velocity_weight:g}), {'frame 0 canonical, ' if self.canonical else ''}"
+                + (f"bodies resting near the floor stood on it (lowest joint below {self.ground_height:g} m and "
+                   f"under {self.ground_speed:g} m/frame vertically, brought within {self.ground_clearance:g} m, "
+                   f"offset smoothed over {self.ground_sigma:g} frames), " if self.ground_height > 0 else "")
+                + f"planted feet held (below "
                 f"{self.contact_height:g} m, under {self.contact_speed:g} m/frame, {self.min_contact_frames}+ frames), "
                 "feet above the floor")
 
@@ -160,6 +173,28 @@ def facing_turn_angle(root: torch.Tensor) -> torch.Tensor:
     return -torch.atan2(-body_left[..., 1], -body_left[..., 0])
 
 
+def on_the_floor(joints: torch.Tensor, config: CleanupConfig = CleanupConfig()) -> torch.Tensor:
+    """joints (T, 22, 3) moved vertically, frame by frame, so that a body resting near the floor
+    stands on it: where the lowest joint is low and still (vertically), the offset brings it between
+    the floor and `ground_clearance`; between such frames (a jump) the offset is interpolated, so a
+    flight keeps its height over the floor; the offsets are smoothed along time, so no frame is
+    jerked. A motion that never rests that low is left as it is."""
+    if config.ground_height <= 0 or len(joints) < 3:
+        return joints
+    lowest = joints[..., 2].amin(1).numpy()  # (T,)
+    vertical_speed = np.abs(np.gradient(lowest))
+    supported = (lowest < config.ground_height) & (vertical_speed < config.ground_speed)
+    if not supported.any():
+        return joints
+    frames = np.arange(len(joints))
+    wanted = lowest - np.clip(lowest, 0.0, config.ground_clearance)  # how far each frame is out of the band
+    offset = np.interp(frames, frames[supported], -wanted[supported])  # (T,)
+    offset = gaussian_smooth(torch.from_numpy(offset).to(joints.dtype)[:, None], config.ground_sigma)[:, 0]
+    out = joints.clone()
+    out[..., 2] += offset[:, None]
+    return out
+
+
 def above_floor(joints: torch.Tensor) -> torch.Tensor:
     """joints (T, 22, 3) with every foot and ankle at or above the floor (z = 0), where the data's
     are: the generated ones dip below it by centimetres (MBench Ground_Penetration)."""
@@ -213,5 +248,5 @@ def clean_features(feats: np.ndarray, config: CleanupConfig = CleanupConfig(),
     joints = body + pelvis[:, None]
     if config.canonical:
         local, joints = canonical_frame_zero(local, joints)
-    joints = above_floor(foot_hold(joints, config))
+    joints = above_floor(foot_hold(on_the_floor(joints, config), config))
     return encode_features(*extend_one_frame(local, joints)).float().numpy()
