@@ -12,7 +12,8 @@ shivers by a few centimetres. `clean_features`:
 2. canonicalises like the data: frame 0 faces +Y (by the root orientation) with the pelvis at
    x = y = 0;
 3. holds each foot still while it is planted (low and slow for at least a few frames), with the
-   hold eased in and out over the neighbouring frames, and keeps feet and ankles above the floor;
+   hold eased in and out over the neighbouring frames and the knee moved by inverse kinematics so
+   the leg keeps its bone lengths, and keeps feet and ankles above the floor;
 4. re-encodes, so velocities are the differences of the cleaned positions and the root channels the
    pelvis's: reading positions and integrating velocities give the same joints.
 Rotations keep what the network generated (only the root is turned by the canonicalisation).
@@ -29,8 +30,10 @@ from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.representation import JOINT_VEL, encode_features, features_to_joints, features_to_rotations
 from vimogen_core.motion.skeleton import NUM_JOINTS
 
+LEFT_HIP, RIGHT_HIP, LEFT_KNEE, RIGHT_KNEE = 1, 2, 4, 5
 LEFT_ANKLE, RIGHT_ANKLE, LEFT_FOOT, RIGHT_FOOT = 7, 8, 10, 11
 FEET = ((LEFT_FOOT, LEFT_ANKLE), (RIGHT_FOOT, RIGHT_ANKLE))  # (foot, the ankle moved with it)
+LEGS = ((LEFT_HIP, LEFT_KNEE), (RIGHT_HIP, RIGHT_KNEE))  # the hip and knee above each of FEET
 
 
 @dataclass(frozen=True)
@@ -50,25 +53,12 @@ class CleanupConfig:
     # Off under motion control: constraints are stated in the motion's own frame, which
     # re-canonicalising would move away from them.
     canonical: bool = True
-    # A body whose lowest joint is within `ground_height` (m) of the floor and not rising or sinking
-    # faster than `ground_speed` (m per frame) stands on it: the whole body is moved vertically so
-    # that this joint is between the floor and `ground_clearance` above it, as in the data's frames
-    # that are not in flight; other frames (take-off, flight, landing) take the offset of the
-    # supported frames around them, and the offset is smoothed over `ground_sigma` frames. 0: off.
-    ground_height: float = 0.15
-    ground_speed: float = 0.02
-    ground_clearance: float = 0.02
-    ground_sigma: float = 2.0
 
     @property
     def name(self) -> str:
         return (f"clean-up: positions fused with velocities (pelvis w={self.root_velocity_weight:g}, body "
-                f"w={self.body_velocity_weight:g}), {'frame 0 canonical, ' if self.canonical else ''}"
-                + (f"bodies resting near the floor stood on it (lowest joint below {self.ground_height:g} m and "
-                   f"under {self.ground_speed:g} m/frame vertically, brought within {self.ground_clearance:g} m, "
-                   f"offset smoothed over {self.ground_sigma:g} frames), " if self.ground_height > 0 else "")
-                + f"planted feet held (below "
-                f"{self.contact_height:g} m, under {self.contact_speed:g} m/frame, {self.min_contact_frames}+ frames), "
+                f"w={self.body_velocity_weight:g}), {'frame 0 canonical, ' if self.canonical else ''}planted feet held "
+                f"by leg IK (below {self.contact_height:g} m, under {self.contact_speed:g} m/frame, {self.min_contact_frames}+ frames), "
                 "feet above the floor")
 
 
@@ -88,14 +78,33 @@ def gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv1d(flat, weights)[:, 0].T
 
 
+def two_bone_ik(hip: torch.Tensor, knee: torch.Tensor, thigh: torch.Tensor, shin: torch.Tensor,
+             ankle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two-bone inverse kinematics, frame by frame: a leg with hip and knee (T, 3), thigh and shin
+    lengths (T, 1), whose ankle is wanted at `ankle` (T, 3) -> (knee, ankle) with both bones at their
+    lengths and the knee bent toward where it was. An ankle out of the leg's reach is brought to the
+    nearest point it reaches (the leg straight, or folded)."""
+    to_ankle = ankle - hip
+    distance = to_ankle.norm(dim=-1, keepdim=True).clamp(min=1e-6)  # (T, 1)
+    axis = to_ankle / distance
+    reach = distance.clamp(min=(thigh - shin).abs() + 1e-4, max=thigh + shin - 1e-4)
+    bend = (knee - hip) - ((knee - hip) * axis).sum(-1, keepdim=True) * axis  # the knee off the hip-ankle line
+    bend = bend / bend.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    along = (thigh**2 - shin**2 + reach**2) / (2 * reach)  # hip -> the knee's foot on the line
+    across = (thigh**2 - along**2).clamp(min=0.0).sqrt()
+    return hip + along * axis + across * bend, hip + reach * axis
+
+
 def foot_hold(joints: torch.Tensor, config: CleanupConfig = CleanupConfig()) -> torch.Tensor:
-    """joints (T, 22, 3) -> the same with each planted foot (and its ankle) held at the foot's mean
-    position over the contact, at least at floor height (z = 0)."""
+    """joints (T, 22, 3) -> the same with each planted foot held at the foot's mean position over
+    the contact, at least at floor height (z = 0): the ankle moves with the foot and the knee
+    follows by inverse kinematics, so the leg keeps its bone lengths; where a hold is out of the
+    leg's reach the foot goes as far as the straight leg takes it."""
     out = joints.clone()
     t = len(joints)
     if t < 3:
         return out
-    for foot, ankle in FEET:
+    for (foot, ankle), (hip, knee) in zip(FEET, LEGS):
         path = joints[:, foot]  # (T, 3)
         step = torch.zeros(t, dtype=joints.dtype)
         step[1:] = (path[1:, :2] - path[:-1, :2]).norm(dim=-1)
@@ -117,8 +126,11 @@ def foot_hold(joints: torch.Tensor, config: CleanupConfig = CleanupConfig()) -> 
         correction = torch.where(inside[:, None], target[ids] - path, torch.zeros_like(path))  # (T, 3)
         # Outside the holds the correction fades (smoothed); inside it is exact.
         correction = torch.where(inside[:, None], correction, gaussian_smooth(correction, config.ease_sigma))
-        out[:, foot] += correction
-        out[:, ankle] += correction
+        thigh = (joints[:, knee] - joints[:, hip]).norm(dim=-1, keepdim=True)  # (T, 1)
+        shin = (joints[:, ankle] - joints[:, knee]).norm(dim=-1, keepdim=True)
+        out[:, knee], reached = two_bone_ik(joints[:, hip], joints[:, knee], thigh, shin, joints[:, ankle] + correction)
+        out[:, foot] += reached - joints[:, ankle]
+        out[:, ankle] = reached
     return out
 
 
@@ -171,28 +183,6 @@ def facing_turn_angle(root: torch.Tensor) -> torch.Tensor:
     face +Y: its x axis (SMPL: the body's left) goes onto -X, so the hips (left -> right) lie along +X."""
     body_left = root[..., :2, 0]
     return -torch.atan2(-body_left[..., 1], -body_left[..., 0])
-
-
-def on_the_floor(joints: torch.Tensor, config: CleanupConfig = CleanupConfig()) -> torch.Tensor:
-    """joints (T, 22, 3) moved vertically, frame by frame, so that a body resting near the floor
-    stands on it: where the lowest joint is low and still (vertically), the offset brings it between
-    the floor and `ground_clearance`; between such frames (a jump) the offset is interpolated, so a
-    flight keeps its height over the floor; the offsets are smoothed along time, so no frame is
-    jerked. A motion that never rests that low is left as it is."""
-    if config.ground_height <= 0 or len(joints) < 3:
-        return joints
-    lowest = joints[..., 2].amin(1).numpy()  # (T,)
-    vertical_speed = np.abs(np.gradient(lowest))
-    supported = (lowest < config.ground_height) & (vertical_speed < config.ground_speed)
-    if not supported.any():
-        return joints
-    frames = np.arange(len(joints))
-    wanted = lowest - np.clip(lowest, 0.0, config.ground_clearance)  # how far each frame is out of the band
-    offset = np.interp(frames, frames[supported], -wanted[supported])  # (T,)
-    offset = gaussian_smooth(torch.from_numpy(offset).to(joints.dtype)[:, None], config.ground_sigma)[:, 0]
-    out = joints.clone()
-    out[..., 2] += offset[:, None]
-    return out
 
 
 def above_floor(joints: torch.Tensor) -> torch.Tensor:
@@ -248,5 +238,5 @@ def clean_features(feats: np.ndarray, config: CleanupConfig = CleanupConfig(),
     joints = body + pelvis[:, None]
     if config.canonical:
         local, joints = canonical_frame_zero(local, joints)
-    joints = above_floor(foot_hold(on_the_floor(joints, config), config))
+    joints = above_floor(foot_hold(joints, config))
     return encode_features(*extend_one_frame(local, joints)).float().numpy()
