@@ -10,7 +10,7 @@
 # file written to $OUT, so it comes back from the device machine whole).
 #
 # Prepare on the development machine (the data the GPU image lacks, about 48 MB, into .gpu_carry/,
-# which .git/info/exclude ignores; see benchmarks/gpu_carry.py):
+# which .gitignore ignores, so it travels only as a carried path; see benchmarks/gpu_carry.py):
 #     bash benchmarks/gpu_check.sh --prepare
 # Run on the GPU machine (its own python3 with torch and CUDA; no package index needed):
 #     device run: command "bash benchmarks/gpu_check.sh", carry [".gpu_carry"], timeout_s 600
