@@ -93,7 +93,7 @@ def real_clips(frames: int = 100) -> tuple[dict, dict]:
 
 
 def parse_variant(text: str) -> tuple[dict, CleanupConfig | None]:
-    """'steps=10,cfg=5,cleanup=1,ground_height=0' -> generate_any_length() options (no cfg: the
+    """'steps=10,cfg=5,cleanup=1,contact_speed=0.05' -> generate_any_length() options (no cfg: the
     preset's guidance) and the clean-up to apply (None: cleanup=0); any other key is a CleanupConfig
     field."""
     values = dict(part.split("=", 1) for part in text.split(",") if part)
@@ -101,7 +101,7 @@ def parse_variant(text: str) -> tuple[dict, CleanupConfig | None]:
                "cfg_scale": float(values.pop("cfg")) if "cfg" in values else None}
     if values.pop("cleanup", "1") in ("0", "false"):
         return options, None
-    fields = {f.name: f.type for f in dataclasses.fields(CleanupConfig)}
+    fields = [f.name for f in dataclasses.fields(CleanupConfig)]
     unknown = set(values) - set(fields)
     if unknown:
         raise SystemExit(f"variant {text!r}: unknown keys {sorted(unknown)} (steps, cfg, cleanup, {', '.join(fields)})")

@@ -79,7 +79,7 @@ def gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def two_bone_ik(hip: torch.Tensor, knee: torch.Tensor, thigh: torch.Tensor, shin: torch.Tensor,
-             ankle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                ankle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Two-bone inverse kinematics, frame by frame: a leg with hip and knee (T, 3), thigh and shin
     lengths (T, 1), whose ankle is wanted at `ankle` (T, 3) -> (knee, ankle) with both bones at their
     lengths and the knee bent toward where it was. An ankle out of the leg's reach is brought to the
