@@ -286,7 +286,10 @@ def test_reader_processes_give_each_batch_in_order_and_name_a_damaged_sample(sha
     order = [int(i) for i in np.random.default_rng(1).permutation(len(dataset))]
     batches = [[i] for i in order] + [order[:2], order[::-1]]
     with ParallelBatchReader(dataset, batches, batch_size=len(order), processes=2, in_flight=2) as reader:
-        read = list(reader)  # more batches than ring slots: each slot is filled again once taken
+        read = [batch.copy() for batch in reader]  # more batches than ring slots: each slot is refilled once the next is taken
+    with ParallelBatchReader(dataset, batches[:1], batch_size=1, processes=1) as reader:
+        with pytest.raises(ValueError, match="read-only"):
+            next(reader)[0, 0] = 0.0  # a lent ring slot: the consumer copies, never writes into the ring
     assert len(read) == len(batches) > 2
     for batch, frames in zip(batches, read):
         np.testing.assert_array_equal(frames, torch.cat([dataset[i]["features"] for i in batch]).numpy())

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import Dataset
 
-from vimogen_core.curation.shard_reader import ShardReader, read_manifest
+from vimogen_core.curation.shard_reader import ShardReader, read_all_now, read_manifest
 
 _COLUMNS = ["id", "source", "subset", "split", "shard", "offset", "n_frames", "checksum", "shard_sha256", "motion_text", "video_text"]
 
@@ -84,13 +84,12 @@ class ShardDataset(Dataset):
         indices = [int(i) for i in indices]
         if len(out) != (rows := int(self.lengths[indices].sum())):
             raise ValueError(f"out has {len(out)} rows, the samples {rows}")
-        futures, row = [], 0
+        reads, row = [], 0
         for index in indices:
             reader, (offset, n_frames, checksum, sample_id) = self._sample_read(index)
-            futures.append(reader.read_async(offset, n_frames, checksum, sample_id, out=out[row:row + n_frames]))
+            reads.append((reader, offset, n_frames, checksum, sample_id, out[row:row + n_frames]))
             row += n_frames
-        for future in futures:
-            future.result()
+        read_all_now(reads)
 
     def __getitem__(self, index: int) -> dict:
         future = self._pending.pop(index, None)
