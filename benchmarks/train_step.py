@@ -35,7 +35,7 @@ from vimogen_core.hardware import bf16_is_fast, resolve_device, sdpa_backend
 from vimogen_core.train.config import apply_overrides, get_train_preset
 from vimogen_core.train.batches import rank_batches
 from vimogen_core.train.data import build_dataset
-from vimogen_core.train.loop import EMA, build_model_config, flow_matching_loss, init_distributed, time_and_noise
+from vimogen_core.train.loop import EMA, build_flow, build_model_config, flow_matching_loss, init_distributed, time_and_noise
 
 
 def forward_flops(cfg, frames: int, text_tokens: int, use_text: bool) -> float:
@@ -75,7 +75,6 @@ def _sync(device: torch.device) -> None:
 def measure(preset: str, batch_size: int, steps: int, bf16: bool, device: torch.device, frames: int = 100,
             shard: bool = False, activation_checkpointing: bool = False, compile: bool = False) -> dict:
     from vimogen_core.model.dit import ViMoGenDiT
-    from vimogen_core.model.flow import FlowMatching
     from vimogen_core.train import fsdp
 
     config = apply_overrides(get_train_preset(preset), {"batch_size": batch_size, "bf16": bf16, "data": "builtin",
@@ -96,7 +95,7 @@ def measure(preset: str, batch_size: int, steps: int, bf16: bool, device: torch.
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, fused=device.type == "cuda" or None,
                                   foreach=True if shard and device.type != "cuda" else None)
     ema = EMA(model)
-    flow = FlowMatching(prediction=model_config.prediction)
+    flow = build_flow(config, model_config)
     batches = rank_batches(build_dataset(config), config, 0, 0, 1)
     generator = torch.Generator().manual_seed(0)
     prepared = []

@@ -12,7 +12,7 @@ from vimogen_core.train.conditioning import TextContext
 from vimogen_core.train.config import apply_overrides, get_train_preset
 from vimogen_core.train.data import build_dataset
 from vimogen_core.train.generate import load_generator
-from vimogen_core.train.loop import train
+from vimogen_core.train.loop import build_flow, build_model_config, train
 
 FAST = ["batch_size=4", "bf16=false", "steps=2", "warmup_steps=1", "checkpoint_every=2",
         "model.dim=64", "model.ffn_dim=128", "model.num_heads=4", "model.num_layers=2"]
@@ -99,6 +99,21 @@ def test_tiny_preset_trains_with_the_joint_space_losses(tmp_path):
     without = torch.load(train(config.replace(geometry_weight=0.0), tmp_path / "b", progress=False).checkpoint,
                          weights_only=True)["model"]
     assert max(float((with_geometry[k] - without[k]).abs().max()) for k in with_geometry) > 1e-4
+
+
+def test_tiny_preset_draws_flow_times_uniformly_and_it_changes_training(tmp_path):
+    """time_shift, set to 1 by the tiny preset, is the shift of the times a training step draws."""
+    tiny, released = get_train_preset("tiny"), get_train_preset("released")
+    model_config = build_model_config(tiny)
+    tiny_times = build_flow(tiny, model_config).sample_time(20_000, torch.Generator().manual_seed(0))
+    released_times = build_flow(released, model_config).sample_time(20_000, torch.Generator().manual_seed(0))
+    assert float(tiny_times.median()) == pytest.approx(0.5, abs=0.02)  # uniform over (0, 1]
+    assert float(released_times.median()) == pytest.approx(5 / 6, abs=0.02)  # shift 5: half above 5/6
+    config = apply_overrides(tiny, FAST)
+    uniform = torch.load(train(config, tmp_path / "a", progress=False).checkpoint, weights_only=True)["model"]
+    shifted = torch.load(train(config.replace(time_shift=5.0), tmp_path / "b", progress=False).checkpoint,
+                         weights_only=True)["model"]
+    assert max(float((uniform[k] - shifted[k]).abs().max()) for k in uniform) > 1e-4
 
 
 def test_generation_guides_with_the_presets_scale_unless_told(checkpoint):

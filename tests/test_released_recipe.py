@@ -180,7 +180,7 @@ def test_released_training_preset_numbers():
     assert (config.p_text, config.p_text_noisy, config.noisy_path_markers) == (0.8, 0.4, ("motion31", "mogen_db"))
     assert config.local_loss_path_markers == ("mogen_db", "vigen") and config.caption_field == "video"
     assert (config.length_rule, config.min_frames, config.max_frames, config.ref_dropout) == ("redraw", 40, 200, 0.0)
-    assert (config.sampler, config.guidance_scale, config.geometry_weight) == ("released", 5.0, 0.0)
+    assert (config.sampler, config.guidance_scale, config.geometry_weight, config.time_shift) == ("released", 5.0, 0.0, 5.0)
     tiny = get_train_preset("tiny")  # the project's own choices stay
     assert (tiny.sampler, tiny.guidance_scale, tiny.caption_field, tiny.length_rule) == ("project", 2.5, "motion", "crop")
     assert (tiny.adam_betas, tiny.grad_clip, tiny.ema_ramp) == ((0.9, 0.999), 1.0, True)

@@ -96,6 +96,14 @@ def build_model_config(config: TrainConfig):
         raise ValueError(f"bad model override in {config.model_overrides}: {err}") from None
 
 
+def build_flow(config: TrainConfig, model_config):
+    """The training objective (model/flow.py FlowMatching): the preset's flow-time shift, the
+    network's prediction."""
+    from vimogen_core.model.flow import FlowMatching
+
+    return FlowMatching(shift=config.time_shift, prediction=model_config.prediction)
+
+
 def learning_rate(config: TrainConfig, step: int) -> float:
     """Linear warm-up over `warmup_steps`, then constant or cosine decay to lr_min_ratio * lr."""
     if step < config.warmup_steps:
@@ -221,7 +229,6 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
     from tqdm import tqdm
 
     from vimogen_core.model.dit import ViMoGenDiT
-    from vimogen_core.model.flow import FlowMatching
 
     out_dir = Path(out_dir)
     checkpoint_dir = out_dir / "checkpoints"
@@ -260,7 +267,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, sink: MetricSink = Nu
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.adam_betas,
                                   weight_decay=config.weight_decay, fused=on_cuda or None,
                                   foreach=True if sharded and not on_cuda else None)
-    flow = FlowMatching(prediction=model_config.prediction)
+    flow = build_flow(config, model_config)
     text = TextContext(config.text_encoder, config.text_len, out_dir / "text_cache" if env.is_main else None)
     if dataset is None:
         dataset = build_dataset(config, ckpt.checkpoint_normalizer(payload) if payload else None)
