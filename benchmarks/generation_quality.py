@@ -9,7 +9,7 @@ shuffling feet travels far on feet that carry it little), and how often the supp
 sides. Variants of the sampling and clean-up settings are measured side by side in one run. Prints JSON.
 
     .venv/bin/python benchmarks/generation_quality.py --checkpoint RUN/checkpoints/step_X.pt \
-        [--seeds 3] [--variants 'steps=10,cfg=5' 'steps=50,cfg=2.5,cleanup=0'] [--raw-weights]
+        [--seeds 3] [--variants 'steps=10,cfg=5' 'steps=50,cfg=2.5,shift=3,cleanup=0'] [--raw-weights]
 """
 from __future__ import annotations
 
@@ -92,20 +92,21 @@ def real_clips(frames: int = 100) -> tuple[dict, dict]:
     return quality([features_to_joints(f) for f in feats]), consistency(feats)
 
 
-def parse_variant(text: str) -> tuple[dict, CleanupConfig | None]:
-    """'steps=10,cfg=5,cleanup=1,contact_speed=0.05' -> generate_any_length() options (no cfg: the
-    preset's guidance) and the clean-up to apply (None: cleanup=0); any other key is a CleanupConfig
-    field."""
+def parse_variant(text: str) -> tuple[dict, float | None, CleanupConfig | None]:
+    """'steps=10,cfg=5,shift=3,cleanup=1,contact_speed=0.05' -> generate_any_length() options (no
+    cfg: the preset's guidance), the sampler's schedule shift (None: the preset sampler's) and the
+    clean-up to apply (None: cleanup=0); any other key is a CleanupConfig field."""
     values = dict(part.split("=", 1) for part in text.split(",") if part)
     options = {"steps": int(values.pop("steps", 10)),
                "cfg_scale": float(values.pop("cfg")) if "cfg" in values else None}
+    shift = float(values.pop("shift")) if "shift" in values else None
     if values.pop("cleanup", "1") in ("0", "false"):
-        return options, None
+        return options, shift, None
     fields = [f.name for f in dataclasses.fields(CleanupConfig)]
     unknown = set(values) - set(fields)
     if unknown:
         raise SystemExit(f"variant {text!r}: unknown keys {sorted(unknown)} (steps, cfg, cleanup, {', '.join(fields)})")
-    return options, dataclasses.replace(CleanupConfig(), **{k: type(getattr(CleanupConfig(), k))(float(v))
+    return options, shift, dataclasses.replace(CleanupConfig(), **{k: type(getattr(CleanupConfig(), k))(float(v))
                                                             for k, v in values.items()})
 
 
@@ -124,7 +125,10 @@ def main() -> None:
     for use_ema in weights:
         generator = load_generator(args.checkpoint, use_ema=use_ema)
         for text in args.variants:
-            options, generator.cleanup = parse_variant(text)
+            options, shift, generator.cleanup = parse_variant(text)
+            generator.sampler = None
+            if shift is not None:
+                generator.sampler = dataclasses.replace(generator.sampler_config, shift=shift)
             started = time.perf_counter()
             feats = []
             for seed in range(args.seeds):

@@ -30,6 +30,15 @@ def as_generated(feats: np.ndarray, seed: int = 0) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def lifted_by(feats: np.ndarray, height: float) -> np.ndarray:
+    """The same motion with every joint position `height` metres higher."""
+    out = feats.copy()
+    pos = out[:, JOINT_POS].reshape(len(out), 22, 3)
+    pos[..., 2] += height
+    out[:, JOINT_POS] = pos.reshape(len(out), 66)
+    return out
+
+
 def test_cleaned_motion_starts_at_the_origin_and_both_decodes_agree():
     real = walk_features()
     noisy = as_generated(real)
@@ -106,11 +115,8 @@ def test_geometry_loss_sees_a_body_floating_above_the_floor():
     (8 cm / 2 cm)^2."""
     real = walk_features()
     normalizer = Normalizer(real.mean(0), real.std(0))
-    lifted = real.copy()
+    lifted = lifted_by(real, 0.08)
     t = len(real)
-    pos = lifted[:, JOINT_POS].reshape(t, 22, 3)
-    pos[..., 2] += 0.08
-    lifted[:, JOINT_POS] = pos.reshape(t, 66)
     x0, floating = (torch.from_numpy(normalizer.normalize(m).astype(np.float32))[None] for m in (real, lifted))
     mask = torch.ones(1, t, dtype=torch.bool)
     loss = JointGeometryLoss(normalizer)
@@ -118,6 +124,34 @@ def test_geometry_loss_sees_a_body_floating_above_the_floor():
     terms = loss(floating, x0, mask)
     assert float(terms.relative) < 1e-6
     assert abs(float(terms.ground) - 16.0) < 0.01
+
+
+def test_geometry_loss_leaves_the_floor_to_rows_whose_global_channels_train():
+    """Of two floating walks, the one whose global channels are unsupervised (a video capture in
+    text mode) adds nothing to the ground term: half of the frames' (8 cm / 2 cm)^2."""
+    real = walk_features()
+    normalizer = Normalizer(real.mean(0), real.std(0))
+    lifted = lifted_by(real, 0.08)
+    t = len(real)
+    x0, floating = (torch.from_numpy(normalizer.normalize(m).astype(np.float32))[None].repeat(2, 1, 1)
+                    for m in (real, lifted))
+    mask = torch.ones(2, t, dtype=torch.bool)
+    terms = JointGeometryLoss(normalizer)(floating, x0, mask, global_rows=torch.tensor([True, False]))
+    assert abs(float(terms.ground) - 8.0) < 0.01
+
+
+def test_cleanup_keeps_the_pelvis_at_the_height_its_positions_give():
+    """Velocity channels whose height component is biased by 3 mm per frame (as a generated run's
+    were) integrate to decimetres over 5 s; the positions give the height in every frame, so the
+    cleaned pelvis stays at it instead of sinking and dragging the feet along the floor."""
+    real = walk_features()
+    biased = real.copy()
+    t = len(real)
+    vel = biased[:, JOINT_VEL].reshape(t, 22, 3)
+    vel[..., 2] -= 0.003
+    biased[:, JOINT_VEL] = vel.reshape(t, 66)
+    pelvis = features_to_joints(clean_features(biased))[:, 0]
+    assert float(np.abs(pelvis[:, 2] - features_to_joints(real)[:, 0, 2]).max()) < 0.02
 
 
 def test_cleaned_feet_never_go_below_the_floor():

@@ -50,13 +50,18 @@ class CleanupConfig:
     # over 100 frames by 0.11 m (0.35 m over 20); the body is best nearly as read (5.6 cm).
     root_velocity_weight: float = 1e4
     body_velocity_weight: float = 3.0
+    # The pelvis height, unlike its x and y, is absolute in every frame's positions, while its
+    # velocity channels carry a bias of millimetres per frame that integrates to decimetres: weighted
+    # like the horizontal path, a generated run sank 25 cm and dragged its feet along the floor.
+    root_height_velocity_weight: float = 3.0
     # Off under motion control: constraints are stated in the motion's own frame, which
     # re-canonicalising would move away from them.
     canonical: bool = True
 
     @property
     def name(self) -> str:
-        return (f"clean-up: positions fused with velocities (pelvis w={self.root_velocity_weight:g}, body "
+        return (f"clean-up: positions fused with velocities (pelvis w={self.root_velocity_weight:g}, "
+                f"height w={self.root_height_velocity_weight:g}, body "
                 f"w={self.body_velocity_weight:g}), {'frame 0 canonical, ' if self.canonical else ''}planted feet held "
                 f"by leg IK (below {self.contact_height:g} m, under {self.contact_speed:g} m/frame, {self.min_contact_frames}+ frames), "
                 "feet above the floor")
@@ -165,6 +170,16 @@ def fuse_positions(positions: torch.Tensor, velocities: torch.Tensor, velocity_w
     return torch.from_numpy(out)
 
 
+def fuse_pelvis(positions: torch.Tensor, velocities: torch.Tensor, config: CleanupConfig,
+                position_weight: np.ndarray | None = None) -> torch.Tensor:
+    """The pelvis path (T, 3) from its positions and velocities (T, 3): x and y led by the
+    velocities (`root_velocity_weight`), the height by the positions (`root_height_velocity_weight`)."""
+    columns = [(slice(0, 2), config.root_velocity_weight), (slice(2, 3), config.root_height_velocity_weight)]
+    return torch.cat([fuse_positions(positions[:, cols], velocities[:, cols], weight,
+                                     None if position_weight is None else position_weight[:, cols])
+                      for cols, weight in columns], dim=1)
+
+
 def canonical_frame_zero(local: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """local (T, 22, 3, 3), joints (T, 22, 3) turned and moved so that frame 0 faces +Y with the
     pelvis at x = y = 0, as curation canonicalises the data. The heading is read from the root
@@ -223,13 +238,13 @@ def clean_features(feats: np.ndarray, config: CleanupConfig = CleanupConfig(),
     velocities = f[:, JOINT_VEL].reshape(t, NUM_JOINTS, 3)
     relative = positions - positions[:, :1]
     if pinned is None:
-        pelvis = fuse_positions(positions[:, 0], velocities[:, 0], config.root_velocity_weight)  # (T, 3)
+        pelvis = fuse_pelvis(positions[:, 0], velocities[:, 0], config)  # (T, 3)
         body_weight = None
     else:
         mask, values = np.asarray(pinned[0]), torch.from_numpy(np.asarray(pinned[1], dtype=np.float64))
         weight = np.where(mask, PIN_WEIGHT, 1.0)  # (T, 22, 3)
-        pelvis = fuse_positions(torch.where(torch.from_numpy(mask[:, 0]), values[:, 0], positions[:, 0]),
-                                velocities[:, 0], config.root_velocity_weight, weight[:, 0])
+        pelvis = fuse_pelvis(torch.where(torch.from_numpy(mask[:, 0]), values[:, 0], positions[:, 0]),
+                             velocities[:, 0], config, weight[:, 0])
         relative = torch.where(torch.from_numpy(mask), values - pelvis[:, None], relative)
         relative[:, 0] = 0.0
         body_weight = weight.reshape(t, -1)

@@ -37,8 +37,9 @@ class Generator:
     # Applied to every generated motion, for every consumer (CLI, served model, MBench); None: the
     # network's features as sampled.
     cleanup: CleanupConfig | None = CleanupConfig()
-    # The schedule and smoothing (model/flow.py SAMPLERS); None: the training preset's `sampler`.
-    sampler: str | None = None
+    # The schedule and smoothing: a name in model/flow.py SAMPLERS or a SamplerConfig (a benchmark's
+    # variant); None: the training preset's `sampler`.
+    sampler: object = None
 
     @property
     def is_light(self) -> bool:
@@ -55,9 +56,10 @@ class Generator:
 
     @property
     def sampler_config(self):
-        from vimogen_core.model.flow import get_sampler
+        from vimogen_core.model.flow import SamplerConfig, get_sampler
 
-        return get_sampler(self.sampler or self.train_config.sampler)
+        chosen = self.sampler or self.train_config.sampler
+        return chosen if isinstance(chosen, SamplerConfig) else get_sampler(chosen)
 
     def check_request(self, prompts, n_frames, ref_motions) -> tuple[list[str], list[int], list[np.ndarray | None]]:
         if isinstance(prompts, str):

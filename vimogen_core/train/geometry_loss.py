@@ -15,6 +15,8 @@ viewer sees, each against a typical scale so that 1.0 means an error of that siz
   mean pose, and the mean of a stride has both feet off the floor (the floating feet of an
   under-trained model); the lower foot's height is low in every phase of the data, so its error is
   small only for an estimate with a foot on the floor.
+`foot` and `ground` compare global positions with the target's, so samples whose global channels are
+not supervised (video-recovered, `TrainBatch.loss_dims`) take only `relative` and `consistency`.
 """
 from __future__ import annotations
 
@@ -54,12 +56,15 @@ class JointGeometryLoss:
         mean, std = self.mean[dims].to(x.device), self.std[dims].to(x.device)
         return (x[..., dims] * std + mean).unflatten(-1, (22, 3))
 
-    def __call__(self, x0_hat: torch.Tensor, x0: torch.Tensor, frame_mask: torch.Tensor) -> GeometryTerms:
-        """x0_hat, x0 (B, T, 276) normalised; frame_mask (B, T) True on real frames."""
+    def __call__(self, x0_hat: torch.Tensor, x0: torch.Tensor, frame_mask: torch.Tensor,
+                 global_rows: torch.Tensor | None = None) -> GeometryTerms:
+        """x0_hat, x0 (B, T, 276) normalised; frame_mask (B, T) True on real frames; global_rows (B,)
+        True where the target's global positions are supervised (None: every row)."""
         mask = frame_mask.float()  # (B, T)
         # Every term is a sum over frames divided by the valid frames, like the feature loss, so the
         # training loop's per-rank frame-share weighting keeps DDP's gradient equal to one process's.
         frames = mask.sum().clamp(min=1)
+        global_mask = mask if global_rows is None else mask * global_rows.to(mask)[:, None]  # (B, T)
         pairs = mask[:, 1:] * mask[:, :-1]  # (B, T-1): both frames real
         pos_hat, pos = self._joints(x0_hat, JOINT_POS), self._joints(x0, JOINT_POS)  # (B, T, 22, 3)
         vel_hat = self._joints(x0_hat, JOINT_VEL)
@@ -75,9 +80,9 @@ class JointGeometryLoss:
         # the batch: padding behind it depends on its batch mates, which differ between DDP ranks.
         last = frame_mask & ~torch.cat([frame_mask[:, 1:], torch.zeros_like(frame_mask[:, :1])], dim=1)  # (B, T)
         step = torch.where(last[..., None], torch.roll(step, 1, dims=1), step)
-        planted = (step < CONTACT_STEP).float() * mask[..., None]
+        planted = (step < CONTACT_STEP).float() * global_mask[..., None]
         foot = (feet_hat.pow(2).sum(-1) * planted).sum() / frames / FOOT_SCALE**2
         lowest_hat = pos_hat[:, :, FEET_AND_ANKLES, 2].amin(-1)  # (B, T)
         lowest = pos[:, :, FEET_AND_ANKLES, 2].amin(-1)
-        ground = ((lowest_hat - lowest).pow(2) * mask).sum() / frames / GROUND_SCALE**2
+        ground = ((lowest_hat - lowest).pow(2) * global_mask).sum() / frames / GROUND_SCALE**2
         return GeometryTerms(relative, consistency, foot, ground)

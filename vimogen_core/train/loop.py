@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from vimogen_core.errors import MotionDataError
 from vimogen_core.hardware import bf16_is_fast, resolve_device, sdpa_backend
+from vimogen_core.motion.representation import JOINT_POS
 from vimogen_core.sinks import MetricSink, NullSink
 from vimogen_core.train import checkpoint as ckpt
 from vimogen_core.train import fsdp
@@ -157,7 +158,9 @@ def flow_matching_loss(model: torch.nn.Module, flow, batch: TrainBatch, s: torch
                      batch.use_text, context_mask)  # (B, T, 276)
     loss = flow.loss(pred.float(), batch.x0, noise, s, batch.x_mask, batch.loss_dims)
     if geometry is not None:
-        loss = loss + geometry_weight * geometry(flow.denoised(pred.float(), x_t, s), batch.x0, batch.x_mask).total()
+        global_rows = None if batch.loss_dims is None else batch.loss_dims[:, JOINT_POS.start]  # (B,)
+        loss = loss + geometry_weight * geometry(flow.denoised(pred.float(), x_t, s), batch.x0, batch.x_mask,
+                                                 global_rows).total()
     return loss
 
 
