@@ -21,22 +21,24 @@ def as_generated(feats: np.ndarray, seed: int = 0) -> np.ndarray:
     decimetres, the body by centimetres) and the whole motion shifted away from the origin, with
     velocity channels that stay close to the motion's."""
     rng = np.random.default_rng(seed)
-    out = feats.copy()
-    t = len(out)
-    pos = out[:, JOINT_POS].reshape(t, 22, 3)
-    pos += np.array([2.0, 11.0, 0.0]) + rng.normal(0, 0.2, (t, 1, 3)) * [1, 1, 0.1] + rng.normal(0, 0.02, (t, 22, 3))
-    out[:, JOINT_POS] = pos.reshape(t, 66)
+    t = len(feats)
+    wander = np.array([2.0, 11.0, 0.0]) + rng.normal(0, 0.2, (t, 1, 3)) * [1, 1, 0.1] + rng.normal(0, 0.02, (t, 22, 3))
+    out = shifted(feats, JOINT_POS, wander)
     out[:, JOINT_VEL] += rng.normal(0, 0.003, (t, 66))
     return out.astype(np.float32)
 
 
+def shifted(feats: np.ndarray, channels: slice, offset) -> np.ndarray:
+    """A copy of `feats` (T, 276) with the per-joint channels `channels` (positions or velocities)
+    moved by `offset`, broadcast to (T, 22, 3)."""
+    out = feats.copy()
+    out[:, channels] = (out[:, channels].reshape(len(out), 22, 3) + offset).reshape(len(out), 66)
+    return out
+
+
 def lifted_by(feats: np.ndarray, height: float) -> np.ndarray:
     """The same motion with every joint position `height` metres higher."""
-    out = feats.copy()
-    pos = out[:, JOINT_POS].reshape(len(out), 22, 3)
-    pos[..., 2] += height
-    out[:, JOINT_POS] = pos.reshape(len(out), 66)
-    return out
+    return shifted(feats, JOINT_POS, [0.0, 0.0, height])
 
 
 def test_cleaned_motion_starts_at_the_origin_and_both_decodes_agree():
@@ -145,12 +147,7 @@ def test_cleanup_keeps_the_pelvis_at_the_height_its_positions_give():
     were) integrate to decimetres over 5 s; the positions give the height in every frame, so the
     cleaned pelvis stays at it instead of sinking and dragging the feet along the floor."""
     real = walk_features()
-    biased = real.copy()
-    t = len(real)
-    vel = biased[:, JOINT_VEL].reshape(t, 22, 3)
-    vel[..., 2] -= 0.003
-    biased[:, JOINT_VEL] = vel.reshape(t, 66)
-    pelvis = features_to_joints(clean_features(biased))[:, 0]
+    pelvis = features_to_joints(clean_features(shifted(real, JOINT_VEL, [0.0, 0.0, -0.003])))[:, 0]
     assert float(np.abs(pelvis[:, 2] - features_to_joints(real)[:, 0, 2]).max()) < 0.02
 
 
@@ -160,22 +157,27 @@ def test_cleaned_feet_stay_planted_when_the_pelvis_velocity_channels_overstate_t
     body glides 1.4 m past its planted feet; led by the positions beyond a few frames, the cleaned
     walk slides and floats its feet like the real one."""
     real = walk_features()
-    biased = real.copy()
-    t = len(real)
-    vel = biased[:, JOINT_VEL].reshape(t, 22, 3)
-    vel[:, 0, 1] += 0.015
-    biased[:, JOINT_VEL] = vel.reshape(t, 66)
-    cleaned, data = features_to_joints(clean_features(biased)), features_to_joints(real)
+    overstated = np.zeros((22, 3))
+    overstated[0, 1] = 0.015
+    cleaned, data = features_to_joints(clean_features(shifted(real, JOINT_VEL, overstated))), features_to_joints(real)
     assert metrics.foot_sliding(cleaned) <= 1.25 * metrics.foot_sliding(data)
     assert metrics.foot_floating(cleaned) <= 1.25 * metrics.foot_floating(data)
 
 
+def test_cleaned_body_does_not_shiver_where_its_positions_do():
+    """Body positions that shiver by 1.5 cm per frame around a real walk, beside its velocity
+    channels: the cleaned walk is as smooth as the real one (velocities over a few frames)."""
+    real = walk_features()
+    shiver = np.random.default_rng(0).normal(0.0, 0.015, (len(real), 22, 3))
+    shiver[:, 0] = 0.0  # the pelvis keeps its path
+    cleaned, data = features_to_joints(clean_features(shifted(real, JOINT_POS, shiver))), features_to_joints(real)
+    assert metrics.jitter_degree(cleaned) <= 1.1 * metrics.jitter_degree(data)
+
+
 def test_cleaned_feet_never_go_below_the_floor():
-    sunk = walk_features().copy()
-    t = len(sunk)
-    pos = sunk[:, JOINT_POS].reshape(t, 22, 3)
-    pos[:, [7, 8, 10, 11], 2] -= 0.05  # feet and ankles 5 cm into the floor
-    sunk[:, JOINT_POS] = pos.reshape(t, 66)
+    into_floor = np.zeros((22, 3))
+    into_floor[[7, 8, 10, 11], 2] = -0.05  # feet and ankles 5 cm into the floor
+    sunk = shifted(walk_features(), JOINT_POS, into_floor)
     assert metrics.ground_penetration(features_to_joints(sunk)) > 0.01
     cleaned = features_to_joints(clean_features(sunk))
     assert cleaned[:, [7, 8, 10, 11], 2].min() >= 0.0
