@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vimogen_core.errors import MotionDataError
+from vimogen_core.model.flow import ClassifierFreeGuidance, SamplerConfig, euler_sample, get_sampler, smooth_features
 from vimogen_core.motion.cleanup import CleanupConfig, clean_features
 from vimogen_core.motion.representation import FEATURE_DIM, Normalizer, check_features, reference_features
 from vimogen_core.train import checkpoint as ckpt
@@ -39,7 +40,7 @@ class Generator:
     cleanup: CleanupConfig | None = CleanupConfig()
     # The schedule and smoothing: a name in model/flow.py SAMPLERS or a SamplerConfig (a benchmark's
     # variant); None: the training preset's `sampler`.
-    sampler: object = None
+    sampler: str | SamplerConfig | None = None
 
     @property
     def is_light(self) -> bool:
@@ -56,8 +57,6 @@ class Generator:
 
     @property
     def sampler_config(self):
-        from vimogen_core.model.flow import SamplerConfig, get_sampler
-
         chosen = self.sampler or self.train_config.sampler
         return chosen if isinstance(chosen, SamplerConfig) else get_sampler(chosen)
 
@@ -132,8 +131,6 @@ class Generator:
         """(B, T_max, 276) normalised samples of one batch (padding zeroed). `steer` (the motion
         control's hook, `vimogen_core.control`) may wrap the guided velocity and correct the state
         after each step: steer.velocity(velocity_fn, noise) -> velocity_fn, steer.after_step."""
-        from vimogen_core.model.flow import ClassifierFreeGuidance, euler_sample
-
         b, t_max = len(prompts), max(lengths)
         device = self.device
         x_mask = (torch.arange(t_max)[None, :] < torch.tensor(lengths)[:, None]).to(device)  # (B, T)
@@ -170,8 +167,6 @@ class Generator:
                cleanup: CleanupConfig | None) -> list[np.ndarray]:
         """Normalised (B, T_max, 276) samples -> de-normalised (T, 276) features per motion,
         smoothed and cleaned up with `cleanup` (None: as sampled)."""
-        from vimogen_core.model.flow import smooth_features
-
         sampler = self.sampler_config
         out = []
         for row, n in enumerate(lengths):
