@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from vimogen_core.errors import MotionDataError
-from vimogen_core.model.flow import ClassifierFreeGuidance, SamplerConfig, euler_sample, get_sampler, smooth_features
+# Only the config type at import time: sampling looks euler_sample up on the module when it runs.
+from vimogen_core.model.flow import SamplerConfig
 from vimogen_core.motion.cleanup import CleanupConfig, clean_features
 from vimogen_core.motion.representation import FEATURE_DIM, Normalizer, check_features, reference_features
 from vimogen_core.train import checkpoint as ckpt
@@ -57,6 +58,8 @@ class Generator:
 
     @property
     def sampler_config(self):
+        from vimogen_core.model.flow import get_sampler
+
         chosen = self.sampler or self.train_config.sampler
         return chosen if isinstance(chosen, SamplerConfig) else get_sampler(chosen)
 
@@ -131,6 +134,8 @@ class Generator:
         """(B, T_max, 276) normalised samples of one batch (padding zeroed). `steer` (the motion
         control's hook, `vimogen_core.control`) may wrap the guided velocity and correct the state
         after each step: steer.velocity(velocity_fn, noise) -> velocity_fn, steer.after_step."""
+        from vimogen_core.model.flow import ClassifierFreeGuidance, euler_sample
+
         b, t_max = len(prompts), max(lengths)
         device = self.device
         x_mask = (torch.arange(t_max)[None, :] < torch.tensor(lengths)[:, None]).to(device)  # (B, T)
@@ -167,6 +172,8 @@ class Generator:
                cleanup: CleanupConfig | None) -> list[np.ndarray]:
         """Normalised (B, T_max, 276) samples -> de-normalised (T, 276) features per motion,
         smoothed and cleaned up with `cleanup` (None: as sampled)."""
+        from vimogen_core.model.flow import smooth_features
+
         sampler = self.sampler_config
         out = []
         for row, n in enumerate(lengths):
