@@ -20,6 +20,18 @@ def test_minilm_loads_offline_and_separates_meanings(minilm):
     assert null.shape == (226, 384) and null[0].abs().sum() > 0 and null[10:].abs().sum() == 0
 
 
+def test_minilm_runs_bert_as_its_transformers_model_does(minilm):
+    """The encoder's own BERT forward gives the transformers model's token states: the cached
+    embeddings of the training captions stay valid for prompts encoded later."""
+    texts = ["a person walks forward", "someone does a slow cartwheel to the left, then bows and waves", "jump"]
+    batch = minilm.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = minilm.model(**batch).last_hidden_state
+    tokens, mask = minilm.encode(texts)
+    assert torch.equal(mask, batch["attention_mask"].bool())
+    assert (tokens - expected * mask[..., None]).abs().max() < 1e-5
+
+
 def test_empty_prompt_is_rejected(minilm, tmp_path):
     with pytest.raises(ValueError, match="prompt is empty"):
         minilm.encode(["a person walks", "   "])
