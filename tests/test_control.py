@@ -206,7 +206,7 @@ def test_served_model_takes_the_control_columns(generator, clips):
 
 
 def test_a_trajectory_heading_turns_the_body(generator):
-    from vimogen_core.motion.cleanup import facing_turn_angle
+    from vimogen_core.motion.representation import facing_turn_angle
     from vimogen_core.motion.representation import features_to_rotations
 
     path = RootTrajectory(waypoints=np.array([[0.0, 0.0], [0.0, 1.5]]), times=np.array([0.0, 3.0]),

@@ -51,6 +51,42 @@ def test_builtin_windows_are_normalised_real_clips(builtin_dataset):
     assert np.abs(stacked.mean(0)).max() < 1e-3  # the normaliser was fitted on these clips
 
 
+def test_crop_windows_start_like_clips_do():
+    """A window from the middle of the real run clip starts at x = y = 0 facing +Y, as every clip
+    does and as sampling starts every motion; the motion itself (distances, speeds, poses) is the
+    clip's. A window from frame 0, and every whole clip (`redraw`), is the clip as stored."""
+    from vimogen_core.motion import rotations as rot
+    from vimogen_core.motion.representation import (JOINT_VEL, POSE6D, ROOT_ROT6D, facing_turn_angle,
+                                                     features_to_joints)
+    from vimogen_core.train.data import training_window
+
+    config = apply_overrides(get_train_preset("tiny"), ["min_frames=60", "max_frames=60"])
+    clips = BuiltinClipDataset(config)
+    run = clips.features[clips.names.index("run")]
+    rng = np.random.default_rng(3)
+    moved = 0  # windows that began metres along the run
+    for _ in range(20):
+        window, _ = training_window(run, rng, config)
+        joints = features_to_joints(window)  # (60, 22, 3)
+        assert np.abs(joints[0, 0, :2]).max() < 1e-5
+        heading = facing_turn_angle(rot.rot6d_to_matrix(torch.from_numpy(window[0, ROOT_ROT6D]).double()))
+        assert abs(float(heading)) < 1e-5
+        # Where in the clip the window came from: the frame whose body pose it begins with.
+        begin = int(np.abs(run[:, POSE6D] - window[0, POSE6D]).sum(1).argmin())
+        original = features_to_joints(run[begin:begin + 60])
+        moved += bool(np.abs(original[0, 0, :2]).max() > 1.0)
+        pairwise = lambda j: np.linalg.norm(j[:, :, None] - j[:, None, :], axis=-1)  # noqa: E731
+        assert np.abs(pairwise(joints) - pairwise(original)).max() < 1e-4
+        assert np.allclose(np.linalg.norm(window[:, JOINT_VEL].reshape(60, 22, 3), axis=-1),
+                           np.linalg.norm(run[begin:begin + 60, JOINT_VEL].reshape(60, 22, 3), axis=-1), atol=1e-5)
+        assert np.array_equal(window[:, POSE6D], run[begin:begin + 60, POSE6D])
+        if begin == 0:
+            assert np.array_equal(window, run[:60])
+    assert moved >= 10
+    redraw = apply_overrides(config, ["length_rule=redraw"])
+    assert np.array_equal(training_window(run, rng, redraw)[0], run)
+
+
 def test_draws_depend_only_on_seed_and_global_index(builtin_dataset):
     config = get_train_preset("tiny")
     a, b = draw_sample(builtin_dataset, config, 123), draw_sample(builtin_dataset, config, 123)

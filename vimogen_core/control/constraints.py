@@ -15,9 +15,8 @@ import numpy as np
 import torch
 
 from vimogen_core.motion import rotations as rot
-from vimogen_core.motion.cleanup import facing_turn_angle
 from vimogen_core.motion.representation import (FEATURE_DIM, JOINT_POS, JOINT_VEL, POSE6D, ROOT_ANGVEL, ROOT_ROT6D,
-                                                ROOT_TRANS, ROOT_VEL)
+                                                ROOT_TRANS, ROOT_VEL, facing_turn_angle)
 from vimogen_core.motion.skeleton import FPS, JOINT_NAMES, NUM_JOINTS
 
 JOINT_GROUPS = {

@@ -25,8 +25,9 @@ import torch
 
 from vimogen_core.control.constraints import ConstraintError, Targets
 from vimogen_core.motion import rotations as rot
-from vimogen_core.motion.cleanup import clean_features, extend_one_frame, facing_turn_angle
-from vimogen_core.motion.representation import FEATURE_DIM, encode_features, features_to_joints, features_to_rotations
+from vimogen_core.motion.cleanup import clean_features, extend_one_frame
+from vimogen_core.motion.representation import (FEATURE_DIM, encode_features, facing_turn_angle, features_to_joints,
+                                                 features_to_rotations)
 from vimogen_core.motion.skeleton import NUM_JOINTS, PARENTS
 
 METHODS = ("inpaint", "guidance")

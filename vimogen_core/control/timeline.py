@@ -19,8 +19,8 @@ import torch
 
 from vimogen_core.control.constraints import ConstraintError, Prefix
 from vimogen_core.control.sampling import generate_controlled
-from vimogen_core.motion.cleanup import above_floor, extend_one_frame, facing_turn_angle, gaussian_smooth
-from vimogen_core.motion.representation import (ROOT_ROT6D, encode_features, features_to_joints,
+from vimogen_core.motion.cleanup import above_floor, extend_one_frame, gaussian_smooth
+from vimogen_core.motion.representation import (canonical_turn_and_shift, encode_features, features_to_joints,
                                                 features_to_rotations, turn_and_move_features)
 from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.skeleton import FPS
@@ -71,15 +71,6 @@ def windows(segment_frames: list[int], window: int, overlap: int) -> list[tuple[
     return out
 
 
-def _canonical_shift(feats: np.ndarray) -> tuple[float, tuple[float, float]]:
-    """The turn and move that put frame 0 of `feats` at x = y = 0 facing +Y."""
-    root = rot.rot6d_to_matrix(torch.from_numpy(feats[0, ROOT_ROT6D].astype(np.float64)))
-    yaw = float(facing_turn_angle(root))
-    turn = rot.rotation_about_z(torch.tensor(yaw, dtype=torch.float64)).numpy()
-    pelvis = turn @ features_to_joints(feats[0].astype(np.float64))[0]
-    return yaw, (-float(pelvis[0]), -float(pelvis[1]))
-
-
 def _moved(feats: np.ndarray, yaw: float, shift: tuple[float, float]) -> np.ndarray:
     return turn_and_move_features(torch.from_numpy(feats.astype(np.float64)), yaw, shift).float().numpy()
 
@@ -111,7 +102,7 @@ def generate_timeline(generator, segments: list[Segment], steps: int | None = No
             new = generator.generate([prompt], count, steps=steps, cfg_scale=cfg_scale, seed=seed)[0]
         else:
             prefix = motion[start - overlap:start]
-            yaw, shift = _canonical_shift(prefix)
+            yaw, shift = canonical_turn_and_shift(prefix)
             targets = Prefix(_moved(prefix, yaw, shift)).targets(overlap + count)
             made = generate_controlled(generator, [prompt], [targets], steps=steps, cfg_scale=cfg_scale,
                                        seed=seed + k, method=method)[0]

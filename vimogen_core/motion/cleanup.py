@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from vimogen_core.motion import rotations as rot
-from vimogen_core.motion.representation import JOINT_VEL, encode_features, features_to_joints, features_to_rotations
+from vimogen_core.motion.representation import (JOINT_VEL, encode_features, facing_turn_angle, features_to_joints,
+                                                 features_to_rotations)
 from vimogen_core.motion.skeleton import NUM_JOINTS
 
 LEFT_HIP, RIGHT_HIP, LEFT_KNEE, RIGHT_KNEE = 1, 2, 4, 5
@@ -195,13 +196,6 @@ def canonical_frame_zero(local: torch.Tensor, joints: torch.Tensor) -> tuple[tor
     local = local.clone()
     local[:, 0] = turn @ local[:, 0]
     return local, joints
-
-
-def facing_turn_angle(root: torch.Tensor) -> torch.Tensor:
-    """The turn about Z (radians, (...)) that makes a body with root orientation `root` (..., 3, 3)
-    face +Y: its x axis (SMPL: the body's left) goes onto -X, so the hips (left -> right) lie along +X."""
-    body_left = root[..., :2, 0]
-    return -torch.atan2(-body_left[..., 1], -body_left[..., 0])
 
 
 def above_floor(joints: torch.Tensor) -> torch.Tensor:

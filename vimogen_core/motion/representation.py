@@ -105,6 +105,30 @@ def turn_and_move_features(feats: torch.Tensor, yaw: float, shift_xy: tuple[floa
     return out
 
 
+def facing_turn_angle(root: torch.Tensor) -> torch.Tensor:
+    """The turn about Z (radians, (...)) that makes a body with root orientation `root` (..., 3, 3)
+    face +Y: its x axis (SMPL: the body's left) goes onto -X, so the hips (left -> right) lie along +X."""
+    body_left = root[..., :2, 0]
+    return -torch.atan2(-body_left[..., 1], -body_left[..., 0])
+
+
+def canonical_turn_and_shift(feats: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """The turn (radians about Z) and then the move on the ground that put frame 0 of `feats`
+    (T, 276) at x = y = 0 facing +Y, as curation canonicalises a clip."""
+    root = rot.rot6d_to_matrix(torch.from_numpy(np.asarray(feats[0, ROOT_ROT6D], dtype=np.float64)))
+    yaw = float(facing_turn_angle(root))
+    turn = rot.rotation_about_z(torch.tensor(yaw, dtype=torch.float64)).numpy()
+    pelvis = turn @ np.asarray(feats[0, JOINT_POS][:3], dtype=np.float64)
+    return yaw, (-float(pelvis[0]), -float(pelvis[1]))
+
+
+def canonical_features(feats: np.ndarray) -> np.ndarray:
+    """(T, 276) -> the features of the same motion turned and moved so that frame 0 faces +Y with
+    the pelvis at x = y = 0 (float32): what a clip that began at this frame would hold."""
+    yaw, shift = canonical_turn_and_shift(feats)
+    return turn_and_move_features(torch.from_numpy(np.asarray(feats, dtype=np.float64)), yaw, shift).float().numpy()
+
+
 def features_to_joints(feats: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """(..., T, 276) -> (..., T, 22, 3) by reading the position channels (tensor or array alike)."""
     return feats[..., JOINT_POS].reshape(*feats.shape[:-1], NUM_JOINTS, 3)

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 import numpy as np
+import torch
 
-from vimogen_core.motion.representation import REF_FEATURE_DIM, Normalizer, reference_features
+from vimogen_core.motion.representation import (REF_FEATURE_DIM, Normalizer, canonical_turn_and_shift,
+                                                 reference_features, turn_and_move_features)
 from vimogen_core.train.config import TrainConfig
 
 # Separate streams of the per-sample seed so that adding a draw to one stage does not shift another.
@@ -53,6 +55,26 @@ def training_frames(n_frames: int, rng: np.random.Generator, config: TrainConfig
     if config.length_rule != "crop":
         raise ValueError(f"unknown length_rule {config.length_rule!r}: use 'crop' or 'redraw'")
     return random_window(n_frames, rng, config.min_frames, config.max_frames)
+
+
+def training_window(motion: np.ndarray, rng: np.random.Generator, config: TrainConfig,
+                    reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The frames of `motion` (T, 276) that train (`training_frames`), and the same frames of its
+    reference motion. A window starting later than frame 0 is turned and moved as a clip starting
+    there would be (frame 0 facing +Y with the pelvis at x = y = 0, as curation leaves every clip;
+    the reference with it): left where the clip had it, a window from a run's middle starts metres
+    away along the run, so the position channels would have to guess how far into its clip a
+    motion began, and sampling, which starts every motion at x = y = 0, is asked for a start no
+    window shares."""
+    start, stop = training_frames(len(motion), rng, config)
+    window = motion[start:stop]
+    reference = None if reference is None else reference[start:stop]
+    if start == 0:
+        return window, reference
+    yaw, shift = canonical_turn_and_shift(window)
+    moved = [None if f is None else turn_and_move_features(torch.from_numpy(np.asarray(f, dtype=np.float64)),
+                                                           yaw, shift).float().numpy() for f in (window, reference)]
+    return moved[0], moved[1]
 
 
 class MotionDataset(Protocol):
@@ -110,9 +132,7 @@ class BuiltinClipDataset:
         return len(self.features)
 
     def sample(self, index: int, rng: np.random.Generator) -> MotionItem:
-        feats = self.features[index]
-        start, stop = training_frames(len(feats), rng, self.config)
-        window = self.normalizer.normalize(feats[start:stop]).astype(np.float32)
+        window = self.normalizer.normalize(training_window(self.features[index], rng, self.config)[0]).astype(np.float32)
         return MotionItem(window, self.captions[index], self.source, video_captions=self.video_captions[index],
                           path=self.names[index])
 
@@ -156,10 +176,8 @@ class ShardMotionDataset:
 
     def sample(self, index: int, rng: np.random.Generator) -> MotionItem:
         item = self.shards[index]
-        feats = item["features"].numpy()
-        start, stop = training_frames(len(feats), rng, self.config)
+        window = self.normalizer.normalize(training_window(item["features"].numpy(), rng, self.config)[0]).astype(np.float32)
         captions = [c for c in item["motion_text"] if c.strip()] or ([item["video_text"]] if item["video_text"] else [""])
-        window = self.normalizer.normalize(feats[start:stop]).astype(np.float32)
         return MotionItem(window, captions, item["source"], video_captions=[item["video_text"]] if item["video_text"] else [],
                           path=self.origins[index] if self.origins is not None else "")
 
@@ -202,11 +220,10 @@ class Vimogen228kDataset:
         from vimogen_core.sources.vimogen228k import read_record
 
         record = read_record(self.entries[index], index, self.annotation_json, self.root, rng=rng)
-        start, stop = training_frames(len(record.motion), rng, self.config)
-        features = self.normalizer.normalize(record.motion[start:stop]).astype(np.float32)
-        reference = None
-        if record.reference_motion is not None:
-            reference = self.normalizer.normalize(record.reference_motion[start:stop]).astype(np.float32)
+        motion, reference = training_window(record.motion, rng, self.config, record.reference_motion)
+        features = self.normalizer.normalize(motion).astype(np.float32)
+        if reference is not None:
+            reference = self.normalizer.normalize(reference).astype(np.float32)
         return MotionItem(features, _caption_list(record.motion_text_annot), str(record.subset or ""),
                           video_captions=_caption_list(record.video_text_annot), path=record.motion_path,
                           reference=reference)
