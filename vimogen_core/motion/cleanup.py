@@ -7,8 +7,8 @@ frame while the velocity channels integrate to a smooth path that drifts, and a 
 shivers by a few centimetres. `clean_features`:
 1. fuses each joint's position channels with its velocity channels by least squares
    (`fuse_positions`): the velocities shape the path over short times, the positions anchor it
-   over long ones, separately for the pelvis (whose positions wander by decimetres) and for the
-   body relative to it;
+   over long ones (x and y over about 30 frames, heights over a few), separately for the pelvis
+   (whose positions wander by decimetres) and for the body relative to it;
 2. canonicalises like the data: frame 0 faces +Y (by the root orientation) with the pelvis at
    x = y = 0;
 3. holds each foot still while it is planted (low and slow for at least a few frames), with the
@@ -46,19 +46,23 @@ class CleanupConfig:
     min_contact_frames: int = 3
     ease_sigma: float = 1.0  # frames: how softly a hold starts and ends
     # How far the velocity channels decide the path over the position channels (fuse_positions):
-    # sqrt of it is the time scale in frames. The pelvis over about 5 frames: its velocity channels
-    # smooth the positions' frame-to-frame wander, but over longer times they may say the body
-    # travels where its feet, in the positions, do not go, and the body glides over them (led over
-    # 100 frames, w = 1e4, the demo champion's motion floated its feet 3.1x as much as the real clips
-    # and slid them 1.55x; over 5, 2.1x and 1.34x). The body relative to it likewise: its positions
-    # shiver frame to frame by centimetres, which its velocities smooth over about 5 frames (the
-    # champion: Foot_Floating 2.07x -> 1.95x, Foot_Sliding 1.34x -> 1.02x against w = 3).
-    root_velocity_weight: float = 30.0
-    body_velocity_weight: float = 30.0
-    # The pelvis height, unlike its x and y, is absolute in every frame's positions, while its
-    # velocity channels carry a bias of millimetres per frame that integrates to decimetres: led by
-    # them over 100 frames (w = 1e4), a generated run sank 25 cm and dragged its feet along the floor.
+    # sqrt of it is the time scale in frames. Pelvis and body (relative to it) alike over about 30
+    # frames, so every joint's horizontal path is its own positions fused with its own velocities
+    # (the fusion is linear): a network trained on windows that start like clips writes velocity
+    # channels that travel as the data does (a run's: 12.7 m in 4 s, the real run 13.2 m) and
+    # position channels that lag (2.4 m). Measured on that champion over 5 frames (w = 30, Foot_Floating
+    # / Foot_Sliding against the real clips') 1.71x / 0.99x, over 30 1.27x / 1.22x (a second training
+    # seed 1.15x / 1.06x), over 55 1.17x / 1.37x, over 100 1.13x / 1.47x; led by the velocities for
+    # the pelvis alone (body w = 300) 2.19x / 1.42x: the body then does not step with the path.
+    root_velocity_weight: float = 1000.0
+    body_velocity_weight: float = 1000.0
+    # Heights, unlike x and y, are absolute in every frame's positions, while the velocity channels
+    # carry a bias of millimetres per frame that integrates to decimetres: led by them over 100
+    # frames (w = 1e4), a generated run sank 25 cm and dragged its feet along the floor; with the
+    # body's height led over 100 frames too, the feet sank onto the floor (lowest joint at 0.0 m, the
+    # real clips' at 3.4 cm). The body's height follows its velocities over about 5 frames.
     root_height_velocity_weight: float = 3.0
+    body_height_velocity_weight: float = 30.0
     # Off under motion control: constraints are stated in the motion's own frame, which
     # re-canonicalising would move away from them.
     canonical: bool = True
@@ -67,7 +71,7 @@ class CleanupConfig:
     def name(self) -> str:
         return (f"clean-up: positions fused with velocities (pelvis w={self.root_velocity_weight:g}, "
                 f"height w={self.root_height_velocity_weight:g}, body "
-                f"w={self.body_velocity_weight:g}), {'frame 0 canonical, ' if self.canonical else ''}planted feet held "
+                f"w={self.body_velocity_weight:g}, body height w={self.body_height_velocity_weight:g}), {'frame 0 canonical, ' if self.canonical else ''}planted feet held "
                 f"by leg IK (below {self.contact_height:g} m, under {self.contact_speed:g} m/frame, {self.min_contact_frames}+ frames), "
                 "feet above the floor")
 
@@ -175,14 +179,17 @@ def fuse_positions(positions: torch.Tensor, velocities: torch.Tensor, velocity_w
     return torch.from_numpy(out)
 
 
-def fuse_pelvis(positions: torch.Tensor, velocities: torch.Tensor, config: CleanupConfig,
-                position_weight: np.ndarray | None = None) -> torch.Tensor:
-    """The pelvis path (T, 3) from its positions and velocities (T, 3): x and y led by the
-    velocities (`root_velocity_weight`), the height by the positions (`root_height_velocity_weight`)."""
-    columns = [(slice(0, 2), config.root_velocity_weight), (slice(2, 3), config.root_height_velocity_weight)]
-    return torch.cat([fuse_positions(positions[:, cols], velocities[:, cols], weight,
-                                     None if position_weight is None else position_weight[:, cols])
-                      for cols, weight in columns], dim=1)
+def fuse_by_axis(positions: torch.Tensor, velocities: torch.Tensor, horizontal_weight: float, height_weight: float,
+                 position_weight: np.ndarray | None = None) -> torch.Tensor:
+    """Joint paths (T, J, 3) from their positions and velocities (T, J, 3) by `fuse_positions`, x and
+    y with `horizontal_weight`, the height with `height_weight`; `position_weight` (T, J, 3) or None."""
+    t, j = positions.shape[:2]
+    out = torch.empty_like(positions)
+    for axes, weight in ((slice(0, 2), horizontal_weight), (slice(2, 3), height_weight)):
+        fused = fuse_positions(positions[:, :, axes].reshape(t, -1), velocities[:, :, axes].reshape(t, -1), weight,
+                               None if position_weight is None else position_weight[:, :, axes].reshape(t, -1))
+        out[:, :, axes] = fused.reshape(t, j, -1)
+    return out
 
 
 def canonical_frame_zero(local: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,18 +243,19 @@ def clean_features(feats: np.ndarray, config: CleanupConfig = CleanupConfig(),
     velocities = f[:, JOINT_VEL].reshape(t, NUM_JOINTS, 3)
     relative = positions - positions[:, :1]
     if pinned is None:
-        pelvis = fuse_pelvis(positions[:, 0], velocities[:, 0], config)  # (T, 3)
+        pelvis = fuse_by_axis(positions[:, :1], velocities[:, :1], config.root_velocity_weight,
+                              config.root_height_velocity_weight)[:, 0]  # (T, 3)
         body_weight = None
     else:
         mask, values = np.asarray(pinned[0]), torch.from_numpy(np.asarray(pinned[1], dtype=np.float64))
-        weight = np.where(mask, PIN_WEIGHT, 1.0)  # (T, 22, 3)
-        pelvis = fuse_pelvis(torch.where(torch.from_numpy(mask[:, 0]), values[:, 0], positions[:, 0]),
-                             velocities[:, 0], config, weight[:, 0])
+        body_weight = np.where(mask, PIN_WEIGHT, 1.0)  # (T, 22, 3)
+        pelvis = fuse_by_axis(torch.where(torch.from_numpy(mask[:, :1]), values[:, :1], positions[:, :1]),
+                              velocities[:, :1], config.root_velocity_weight, config.root_height_velocity_weight,
+                              body_weight[:, :1])[:, 0]
         relative = torch.where(torch.from_numpy(mask), values - pelvis[:, None], relative)
         relative[:, 0] = 0.0
-        body_weight = weight.reshape(t, -1)
-    body = fuse_positions(relative.reshape(t, -1), (velocities - velocities[:, :1]).reshape(t, -1),
-                          config.body_velocity_weight, body_weight).reshape(t, NUM_JOINTS, 3)  # relative to the pelvis
+    body = fuse_by_axis(relative, velocities - velocities[:, :1], config.body_velocity_weight,
+                        config.body_height_velocity_weight, body_weight)  # (T, 22, 3) relative to the pelvis
     joints = body + pelvis[:, None]
     if config.canonical:
         local, joints = canonical_frame_zero(local, joints)
