@@ -154,7 +154,7 @@ def test_cleanup_keeps_the_pelvis_at_the_height_its_positions_give():
 def test_cleaned_feet_stay_planted_when_the_pelvis_velocity_channels_overstate_travel():
     """Pelvis velocity channels that say 1.5 cm per frame more travel than the positions give (the
     positions of pelvis and feet agree with each other): led by the velocities over 100 frames, the
-    body glides 1.4 m past its planted feet; anchored by the positions beyond about 30 frames, the
+    body glides 1.4 m past its planted feet; anchored by the positions beyond about 22 frames, the
     cleaned walk slides and floats its feet like the real one."""
     real = walk_features()
     overstated = np.zeros((22, 3))
@@ -167,8 +167,8 @@ def test_cleaned_feet_stay_planted_when_the_pelvis_velocity_channels_overstate_t
 def test_cleaned_run_travels_as_its_velocity_channels_say_where_its_positions_lag():
     """Position channels that carry a fifth of a real run's travel beside exact velocity channels
     (a generated run's positions went 2.4 m where its velocities, like the real run, went 12.7 m):
-    every joint's path is led by its velocities over about 30 frames, so the cleaned run covers
-    two thirds of the distance; anchored after about 5 frames it covered 28%."""
+    every joint's path is led by its velocities over about 22 frames, so the cleaned run covers over
+    half the distance; anchored after about 5 frames it covered 28%."""
     real = load_builtin_clip("run", min_frames=101).motion.features().numpy()[:100]
     joints = features_to_joints(real)
     travel = joints[:, 0, :2] - joints[:1, 0, :2]  # (T, 2)
@@ -176,7 +176,7 @@ def test_cleaned_run_travels_as_its_velocity_channels_say_where_its_positions_la
     behind[:, 0, :2] = -0.8 * travel
     cleaned = features_to_joints(clean_features(shifted(real, JOINT_POS, behind)))
     share = np.linalg.norm(cleaned[-1, 0, :2] - cleaned[0, 0, :2]) / np.linalg.norm(travel[-1])
-    assert share > 0.6
+    assert share > 0.5
 
 
 def test_cleaned_body_does_not_shiver_where_its_positions_do():

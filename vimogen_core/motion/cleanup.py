@@ -7,7 +7,7 @@ frame while the velocity channels integrate to a smooth path that drifts, and a 
 shivers by a few centimetres. `clean_features`:
 1. fuses each joint's position channels with its velocity channels by least squares
    (`fuse_positions`): the velocities shape the path over short times, the positions anchor it
-   over long ones (x and y over about 30 frames, heights over a few), separately for the pelvis
+   over long ones (x and y over about 22 frames, heights over a few), separately for the pelvis
    (whose positions wander by decimetres) and for the body relative to it;
 2. canonicalises like the data: frame 0 faces +Y (by the root orientation) with the pelvis at
    x = y = 0;
@@ -46,16 +46,18 @@ class CleanupConfig:
     min_contact_frames: int = 3
     ease_sigma: float = 1.0  # frames: how softly a hold starts and ends
     # How far the velocity channels decide the path over the position channels (fuse_positions):
-    # sqrt of it is the time scale in frames. Pelvis and body (relative to it) alike over about 30
+    # sqrt of it is the time scale in frames. Pelvis and body (relative to it) alike over about 22
     # frames, so every joint's horizontal path is its own positions fused with its own velocities
     # (the fusion is linear): a network trained on windows that start like clips writes velocity
     # channels that travel as the data does (a run's: 12.7 m in 4 s, the real run 13.2 m) and
-    # position channels that lag (2.4 m). Measured on that champion over 5 frames (w = 30, Foot_Floating
-    # / Foot_Sliding against the real clips') 1.71x / 0.99x, over 30 1.27x / 1.22x (a second training
-    # seed 1.15x / 1.06x), over 55 1.17x / 1.37x, over 100 1.13x / 1.47x; led by the velocities for
-    # the pelvis alone (body w = 300) 2.19x / 1.42x: the body then does not step with the path.
-    root_velocity_weight: float = 1000.0
-    body_velocity_weight: float = 1000.0
+    # position channels that lag (2.4 m). Foot_Floating / Foot_Sliding against the real clips' on
+    # three such training runs (the demo champion; seeds 0 and 1 trained on one thread):
+    # over 5 frames (w = 30) 1.68x / 0.98x, 1.71x / 0.99x, 1.76x / 0.91x; over 22 (w = 500)
+    # 1.01x / 1.19x, 1.36x / 1.12x, 1.22x / 0.98x; over 32 (w = 1000) 0.89x / 1.28x, 1.27x / 1.22x,
+    # 1.15x / 1.06x. Led by the velocities for the pelvis alone (w = 1e4, body 300) 2.19x / 1.42x on
+    # seed 0: the body then does not step with the path.
+    root_velocity_weight: float = 500.0
+    body_velocity_weight: float = 500.0
     # Heights, unlike x and y, are absolute in every frame's positions, while the velocity channels
     # carry a bias of millimetres per frame that integrates to decimetres: led by them over 100
     # frames (w = 1e4), a generated run sank 25 cm and dragged its feet along the floor; with the
