@@ -50,10 +50,11 @@ def demo_environment(state_dir: Path) -> dict[str, str]:
 
 
 def run_config(steps: int, bench_steps: int, judge_preset: str, train_overrides: list[str],
-               judge_steps: int = 0, light: bool = False, light_prompts: int = 0, light_steps: int = 0) -> dict:
+               judge_steps: int = 0, light: bool = False, light_prompts: int = 0, light_steps: int = 0,
+               light_teacher_steps: int = 0) -> dict:
     """The run config of the graph, with the ViMoGen-light group when `light` (it needs a teacher worth
-    distilling); `light_prompts` / `light_steps` (0: params.yaml) size it: the prompts the teacher
-    performs, the student's training steps."""
+    distilling); `light_prompts` / `light_teacher_steps` / `light_steps` (0: params.yaml) size it: the
+    prompts the teacher performs, its Euler steps for each, the student's training steps."""
     config = {
         # one process: on a small machine the per-step subprocesses cost more in imports than they win
         "execution": {"config": {"in_process": {}}},
@@ -66,6 +67,7 @@ def run_config(steps: int, bench_steps: int, judge_preset: str, train_overrides:
     }
     if light:
         config["ops"] |= {"expanded_prompts": {"config": {"count": light_prompts}},
+                          "teacher_samples": {"config": {"steps": light_teacher_steps}},
                           "light_model": {"config": {"steps": light_steps}}}
     return config
 
@@ -77,8 +79,13 @@ _STEP_EVENT = re.compile(r" - (\w+) - (STEP_SUCCESS|STEP_FAILURE) - (.*)$")
 _TRAIN_LINE = re.compile(r" - (trained_model|light_model) - step (\d+): (loss=\S+)")
 _ASSET_INFO = re.compile(r" - INFO - __ASSET_JOB - [\w-]+ - (\w+) - (?!\[pipes\])(.*)$")
 TRAIN_REPORT_EVERY = 250
-DEMO_LIGHT_PROMPTS = 32
-DEMO_LIGHT_STEPS = 200
+# The light group sized to distil a student within the issue's bounds of its teacher (Foot_Floating
+# 0.55-1.12x, retrieval within one clip at 1, 2 and 4 steps; 32 prompts and 200 steps gave 1.37-2.08x)
+# while the demo stays inside 15 min on 2 cores: 240 prompts, the teacher at 20 Euler steps each
+# (55 s; its 50 gave the same student figures within 0.1x), 600 student steps.
+DEMO_LIGHT_PROMPTS = 240
+DEMO_LIGHT_TEACHER_STEPS = 20
+DEMO_LIGHT_STEPS = 600
 KEY_FIGURE_CHARS = 110
 BAR_WIDTH = 20
 
@@ -160,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1500, help="training steps of the tiny model")
     parser.add_argument("--bench-steps", type=int, default=10, help="Euler steps per generated motion")
     parser.add_argument("--judge-preset", default="quick", help="local MBench judge evaluator preset")
-    # ViMoGen-light on the champion, kept small so the demo stays inside 15 min on 2 cores: the light
-    # group took 47 min at load 7-12 with 64 prompts and 250 steps (about a tenth of a core each).
+    # ViMoGen-light on the champion, sized by DEMO_LIGHT_* for an idle 2-core machine: under load 7-12
+    # the light group took 47 min with 64 prompts and 250 steps (about a tenth of a core each).
     parser.add_argument("--light-prompts", type=int, default=DEMO_LIGHT_PROMPTS, help="prompts the teacher performs")
+    parser.add_argument("--light-teacher-steps", type=int, default=DEMO_LIGHT_TEACHER_STEPS,
+                        help="the teacher's Euler steps per prompt")
     parser.add_argument("--light-steps", type=int, default=DEMO_LIGHT_STEPS, help="the student's training steps")
     parser.add_argument("--no-light", dest="light", action="store_false", help="leave out the ViMoGen-light group")
     parser.add_argument("--set", dest="train_overrides", action="append",
@@ -174,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     log_path = state / "demo.log"
     print(f"ViMoGen demo: the whole asset graph on the embedded defaults (full log: {log_path})", flush=True)
     config = run_config(args.steps, args.bench_steps, args.judge_preset, args.train_overrides, light=args.light,
-                        light_prompts=args.light_prompts, light_steps=args.light_steps)
+                        light_prompts=args.light_prompts, light_steps=args.light_steps,
+                        light_teacher_steps=args.light_teacher_steps)
     done = materialize_all(state, config, log_path, echo=lambda text: print(text, flush=True))
     minutes = (time.perf_counter() - started) / 60
     if done.returncode != 0:
