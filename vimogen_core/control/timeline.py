@@ -21,7 +21,7 @@ from vimogen_core.control.constraints import ConstraintError, Prefix
 from vimogen_core.control.sampling import generate_controlled
 from vimogen_core.motion.cleanup import above_floor, extend_one_frame, gaussian_smooth
 from vimogen_core.motion.representation import (canonical_turn_and_shift, encode_features, features_to_joints,
-                                                features_to_rotations, turn_and_move_features)
+                                                features_to_rotations, turn_and_move_array)
 from vimogen_core.motion import rotations as rot
 from vimogen_core.motion.skeleton import FPS
 
@@ -71,10 +71,6 @@ def windows(segment_frames: list[int], window: int, overlap: int) -> list[tuple[
     return out
 
 
-def _moved(feats: np.ndarray, yaw: float, shift: tuple[float, float]) -> np.ndarray:
-    return turn_and_move_features(torch.from_numpy(feats.astype(np.float64)), yaw, shift).float().numpy()
-
-
 def _undo(yaw: float, shift: tuple[float, float]) -> tuple[float, tuple[float, float]]:
     """The inverse of turning by yaw then moving by shift."""
     back = rot.rotation_about_z(torch.tensor(-yaw, dtype=torch.float64)).numpy()[:2, :2] @ np.asarray(shift)
@@ -103,10 +99,10 @@ def generate_timeline(generator, segments: list[Segment], steps: int | None = No
         else:
             prefix = motion[start - overlap:start]
             yaw, shift = canonical_turn_and_shift(prefix)
-            targets = Prefix(_moved(prefix, yaw, shift)).targets(overlap + count)
+            targets = Prefix(turn_and_move_array(prefix, yaw, shift)).targets(overlap + count)
             made = generate_controlled(generator, [prompt], [targets], steps=steps, cfg_scale=cfg_scale,
                                        seed=seed + k, method=method)[0]
-            new = _moved(made[overlap:], *_undo(yaw, shift))
+            new = turn_and_move_array(made[overlap:], *_undo(yaw, shift))
         motion[start:start + count] = new
         if bar is not None:
             bar.update(count)

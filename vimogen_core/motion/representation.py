@@ -122,11 +122,9 @@ def canonical_turn_and_shift(feats: np.ndarray) -> tuple[float, tuple[float, flo
     return yaw, (-float(pelvis[0]), -float(pelvis[1]))
 
 
-def canonical_features(feats: np.ndarray) -> np.ndarray:
-    """(T, 276) -> the features of the same motion turned and moved so that frame 0 faces +Y with
-    the pelvis at x = y = 0 (float32): what a clip that began at this frame would hold."""
-    yaw, shift = canonical_turn_and_shift(feats)
-    return turn_and_move_features(torch.from_numpy(np.asarray(feats, dtype=np.float64)), yaw, shift).float().numpy()
+def turn_and_move_array(feats: np.ndarray, yaw: float, shift_xy: tuple[float, float]) -> np.ndarray:
+    """`turn_and_move_features` on a (..., T, 276) array, computed in float64, returned as float32."""
+    return turn_and_move_features(torch.from_numpy(np.asarray(feats, dtype=np.float64)), yaw, shift_xy).float().numpy()
 
 
 def features_to_joints(feats: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:

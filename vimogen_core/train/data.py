@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 import numpy as np
-import torch
 
 from vimogen_core.motion.representation import (REF_FEATURE_DIM, Normalizer, canonical_turn_and_shift,
-                                                 reference_features, turn_and_move_features)
+                                                 reference_features, turn_and_move_array)
 from vimogen_core.train.config import TrainConfig
 
 # Separate streams of the per-sample seed so that adding a draw to one stage does not shift another.
@@ -72,9 +71,8 @@ def training_window(motion: np.ndarray, rng: np.random.Generator, config: TrainC
     if start == 0:
         return window, reference
     yaw, shift = canonical_turn_and_shift(window)
-    moved = [None if f is None else turn_and_move_features(torch.from_numpy(np.asarray(f, dtype=np.float64)),
-                                                           yaw, shift).float().numpy() for f in (window, reference)]
-    return moved[0], moved[1]
+    return (turn_and_move_array(window, yaw, shift),
+            None if reference is None else turn_and_move_array(reference, yaw, shift))
 
 
 class MotionDataset(Protocol):
