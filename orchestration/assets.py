@@ -213,15 +213,18 @@ def normalisation_stats(paths: ProjectPaths) -> MaterializeResult:
                                        "normalizer": MetadataValue.path(result.normalizer_path)})
 
 
-@asset(pool=SHARED_DATA_POOL, group_name="training", deps=[curated_shards], description="Text-encoder embeddings of every caption, cached "
-       "by (encoder, text) so a caption is encoded once; training reads the same cache.")
+@asset(pool=SHARED_DATA_POOL, group_name="training", deps=[curated_shards], description="Text-encoder embeddings of every caption and its short "
+       "forms, cached by (encoder, text) so a caption is encoded once; training reads the same cache.")
 def text_embedding_cache(paths: ProjectPaths) -> MaterializeResult:
+    from vimogen_core.curation.captions import caption_short_forms
     from vimogen_core.curation.shard_reader import read_manifest
     from vimogen_core.curation.source_index import SourceIndex
     from vimogen_core.text.encoders import EmbeddingCache, get_text_encoder
 
     table = read_manifest(paths.manifest, columns=["motion_text", "video_text"]).to_pydict()
-    captions = sorted({c for texts in table["motion_text"] for c in texts if c} | {c for c in table["video_text"] if c})
+    captions = {c for texts in table["motion_text"] for c in texts if c} | {c for c in table["video_text"] if c}
+    # Training may draw a caption's short forms (TrainConfig.short_caption_prob): cached alike.
+    captions = sorted(captions | {form for c in captions for form in caption_short_forms(c)})
     cache = EmbeddingCache(get_text_encoder("minilm"), paths.text_cache)
     for start in range(0, len(captions), 64):
         cache.encode(captions[start:start + 64])

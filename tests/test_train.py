@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from vimogen_core.curation.captions import caption_short_forms
 from vimogen_core.errors import MotionDataError
 from vimogen_core.motion.representation import REF_INDEX
 from vimogen_core.sinks import RecordingSink
@@ -104,6 +105,30 @@ def test_draws_depend_only_on_seed_and_global_index(builtin_dataset):
         assert torch.equal(half.x0[sample, :n], whole.x0[row, :n])
     with pytest.raises(ValueError, match="does not split evenly"):
         next(rank_batches(builtin_dataset, config, 0, 0, 4))
+
+
+def test_short_captions_train_the_head_clause_alone_at_their_rate(builtin_dataset):
+    assert caption_short_forms("a person walks forward at a relaxed pace.") == ["a person walks forward"]
+    assert caption_short_forms("someone strolls straight ahead, arms swinging gently.") == ["someone strolls straight ahead"]
+    assert caption_short_forms("a person lying on their back gets up.") == []  # a participle is no head clause
+    assert caption_short_forms("a person does a backflip.") == []
+    plain = get_train_preset("tiny").replace(short_caption_prob=0.0)
+    short = plain.replace(short_caption_prob=0.4)
+    shortened = same = 0
+    for index in range(600):
+        a, b = draw_sample(builtin_dataset, plain, index), draw_sample(builtin_dataset, short, index)
+        # Everything but the caption is drawn as without the option.
+        assert np.array_equal(a.features, b.features) and (a.drop_text, a.use_text, a.time_seed) == \
+            (b.drop_text, b.use_text, b.time_seed)
+        if caption_short_forms(a.caption):
+            if b.caption == a.caption:
+                same += 1
+            else:
+                assert b.caption in caption_short_forms(a.caption)
+                shortened += 1
+        else:
+            assert b.caption == a.caption
+    assert abs(shortened / (shortened + same) - 0.4) < 0.07
 
 
 def test_routing_and_text_drop_rates(builtin_dataset):

@@ -38,3 +38,26 @@ def clean_captions(captions) -> tuple[str, ...]:
     if isinstance(captions, str):
         captions = [captions]
     return tuple(c.strip() for c in captions if isinstance(c, str) and c.strip())
+
+
+# Words that open a modifier after a caption's head clause ("walks forward | at a relaxed pace"):
+# prepositions and conjunctions. Users often type only the head clause.
+_MODIFIER_OPENERS = frozenset({
+    "at", "with", "on", "in", "into", "onto", "along", "across", "around", "over", "to", "toward", "towards",
+    "from", "while", "and", "then", "before", "after", "as", "like", "using", "through", "off", "for", "by",
+})
+
+
+def caption_short_forms(caption: str, min_words: int = 3) -> list[str]:
+    """Shorter captions of the same motion: the caption cut before each modifier it opens (a
+    preposition or conjunction) and at each comma, at least `min_words` words long, without final
+    punctuation. "a person walks forward at a relaxed pace." -> ["a person walks forward"]. A form
+    ending in an -ing word is left out: its head is a participle ("a person lying"), not an action."""
+    words = caption.strip().rstrip(".!?;").split()
+    forms = []
+    for end in range(min_words, len(words)):
+        if words[end].lower() in _MODIFIER_OPENERS or words[end - 1].endswith(","):
+            form = " ".join(words[:end]).rstrip(",;:")
+            if form not in forms and not form.lower().endswith("ing"):
+                forms.append(form)
+    return forms

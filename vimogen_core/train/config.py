@@ -73,6 +73,10 @@ class TrainConfig:
     # fallback: the project's prompts and MBench's prompt_motion_detailed are motion descriptions)
     # or "video" (video_text_annot, the released training caption).
     caption_field: str = "motion"
+    # Probability that a drawn caption is replaced by one of its short forms, cut before a modifier
+    # (curation/captions.py caption_short_forms: "a person walks forward at a relaxed pace." ->
+    # "a person walks forward"), so that a prompt of the head clause alone asks for the same motion.
+    short_caption_prob: float = 0.0
     mirror: bool = True
     # Losses in metres on the joints of the denoised estimate (train/geometry_loss.py), added to the
     # feature loss with this weight; 0 trains on the feature loss alone, as the released model was.

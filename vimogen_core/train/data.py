@@ -19,12 +19,13 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
+from vimogen_core.curation.captions import caption_short_forms
 from vimogen_core.motion.representation import (REF_FEATURE_DIM, Normalizer, canonical_turn_and_shift,
                                                  reference_features, turn_and_move_array)
 from vimogen_core.train.config import TrainConfig
 
 # Separate streams of the per-sample seed so that adding a draw to one stage does not shift another.
-_ORDER_STREAM, _SAMPLE_STREAM, _NOISE_STREAM = 1, 2, 3
+_ORDER_STREAM, _SAMPLE_STREAM, _NOISE_STREAM, _SHORT_CAPTION_STREAM = 1, 2, 3, 4
 
 
 # A motion drawn under length_rule "redraw" that is outside min..max frames is replaced by another;
@@ -339,6 +340,12 @@ def draw_sample(dataset: MotionDataset, config: TrainConfig, global_index: int) 
         raise ValueError(f"unknown caption_field {config.caption_field!r}: use 'motion' or 'video'")
     captions = item.video_captions if config.caption_field == "video" else item.captions
     caption = captions[int(rng.integers(len(captions)))] if captions else ""
+    if config.short_caption_prob > 0:
+        # Drawn from its own stream: with the option off, every other draw is as before.
+        short_rng = np.random.default_rng((config.seed, _SHORT_CAPTION_STREAM, global_index))
+        forms = caption_short_forms(caption)
+        if forms and short_rng.random() < config.short_caption_prob:
+            caption = forms[int(short_rng.integers(len(forms)))]
     drop_text = bool(rng.random() < config.text_drop) or not caption.strip()
     noisy = item.source in config.noisy_sources or any(m in item.path for m in config.noisy_path_markers)
     p_text = config.p_text_noisy if noisy else config.p_text
