@@ -218,7 +218,6 @@ def normalisation_stats(paths: ProjectPaths) -> MaterializeResult:
 def text_embedding_cache(paths: ProjectPaths) -> MaterializeResult:
     from vimogen_core.curation.captions import caption_short_forms
     from vimogen_core.curation.shard_reader import read_manifest
-    from vimogen_core.curation.source_index import SourceIndex
     from vimogen_core.text.encoders import EmbeddingCache, get_text_encoder
 
     table = read_manifest(paths.manifest, columns=["motion_text", "video_text"]).to_pydict()
