@@ -331,3 +331,20 @@ def test_distill_commands_read_their_params_sections_and_the_command_line_wins(t
     code, err = _run_cli(["distill", "train", "--params", str(params), "--teacher", "t.pt", "--samples", "m.parquet",
                           "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "distill_train: unknown setting 'stepz'" in err and len(err.splitlines()) == 1, err
+
+
+def test_teacher_estimates_take_their_path_from_the_velocities_and_a_student_s_do_not(checkpoints, monkeypatch):
+    """The project sampler moves a full model's high-noise estimates onto their velocity path; a
+    student, distilled onto its teacher's finished samples, samples as it was trained."""
+    from vimogen_core.distill.student import load_light_generator
+    from vimogen_core.train import generate
+
+    calls = []
+    original = generate.path_from_root_velocities
+    monkeypatch.setattr(generate, "path_from_root_velocities", lambda feats: calls.append(feats.shape) or original(feats))
+    teacher, student = checkpoints
+    generate.load_generator(teacher).generate(["a person walks forward."], 30, steps=10)
+    assert len(calls) == 6  # the steps from s = 1 down to 0.83 of the shifted 10-step grid: s >= 0.8
+    calls.clear()
+    load_light_generator(student).generate(["a person walks forward."], 30, steps=1)
+    assert calls == []

@@ -127,6 +127,21 @@ def turn_and_move_array(feats: np.ndarray, yaw: float, shift_xy: tuple[float, fl
     return turn_and_move_features(torch.from_numpy(np.asarray(feats, dtype=np.float64)), yaw, shift_xy).float().numpy()
 
 
+def path_from_root_velocities(feats: torch.Tensor) -> torch.Tensor:
+    """(..., T, 276) -> the same motion moved on the ground, frame by frame and all joints alike, so
+    that its root starts at x = y = 0 and travels as its root velocity channels say; heights, the body
+    about its root, velocities and rotations stay. On a canonical clip it changes nothing (its two
+    decodes agree)."""
+    steps = feats[..., :-1, ROOT_VEL.start:ROOT_VEL.start + 2]  # (..., T - 1, 2)
+    path = torch.cat([torch.zeros_like(steps[..., :1, :]), torch.cumsum(steps, dim=-2)], dim=-2)  # (..., T, 2)
+    shift = path - feats[..., ROOT_TRANS.start:ROOT_TRANS.start + 2]  # (..., T, 2)
+    lead = feats.shape[:-1]
+    positions = feats[..., JOINT_POS].reshape(*lead, NUM_JOINTS, 3)
+    moved = torch.cat([positions[..., :2] + shift[..., None, :], positions[..., 2:]], dim=-1)
+    return torch.cat([feats[..., :JOINT_POS.start], moved.reshape(*lead, 3 * NUM_JOINTS),
+                      feats[..., JOINT_POS.stop:ROOT_TRANS.start], path, feats[..., ROOT_TRANS.start + 2:]], dim=-1)
+
+
 def features_to_joints(feats: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """(..., T, 276) -> (..., T, 22, 3) by reading the position channels (tensor or array alike)."""
     return feats[..., JOINT_POS].reshape(*feats.shape[:-1], NUM_JOINTS, 3)
