@@ -3,10 +3,12 @@ metrics): the built-in prompt set x seeds for a checkpoint, the 15 built-in clip
 frames for the data; generated the way every consumer gets them (`generate_any_length`: windows
 past the trained length). Also the frame-0 pelvis offset from x = y = 0, the disagreement of the two
 joint decodes (position channels vs integrated velocities) over the first 4 s, Foot_Floating's three
-parts, the lowest joint's height, and for the walking prompts how far the pelvis travels (in all and
-along its frame-0 facing) against how far the stance feet carry it (a body that glides over
-shuffling feet travels far on feet that carry it little), and how often the supporting foot changes
-sides. Variants of the sampling and clean-up settings are measured side by side in one run. Prints JSON.
+parts, the lowest joint's height, how far the bones stretch, the body the rotation channels pose
+(what BVH and glTF exports animate: its distance from the position channels' body, and its scores),
+and for the walking prompts how far the pelvis travels (in all and along its frame-0 facing) against
+how far the stance feet carry it (a body that glides over shuffling feet travels far on feet that
+carry it little), and how often the supporting foot changes sides. Variants of the sampling and
+clean-up settings are measured side by side in one run. Prints JSON.
 
     .venv/bin/python benchmarks/generation_quality.py --checkpoint RUN/checkpoints/step_X.pt \
         [--seeds 3] [--variants 'steps=10,cfg=5' 'steps=50,cfg=2.5,shift=3,cleanup=0'] [--raw-weights]
@@ -23,9 +25,12 @@ import torch
 
 from vimogen_core.bench.prompts import builtin_prompts
 from vimogen_core.control.timeline import generate_any_length
+from vimogen_core.curation.gates import motion_statistics
 from vimogen_core.motion.cleanup import CleanupConfig
 from vimogen_core.motion.metrics import FEET, foot_contact, foot_floating_terms, motion_quality_scores
+from vimogen_core.motion.export import animated_joints
 from vimogen_core.motion.representation import features_to_joints, features_to_joints_integrated
+from vimogen_core.motion.skeleton import FPS
 from vimogen_core.sources.deepmimic import load_builtin_clips
 from vimogen_core.train.generate import load_generator
 
@@ -34,24 +39,30 @@ DECODE_FRAMES = 80  # 4 s at 20 fps
 
 
 def consistency(features: list[np.ndarray]) -> dict[str, float]:
-    """Frame-0 pelvis distance from x = y = 0 and max |positions - integrated velocities| (metres)."""
-    offsets, gaps = [], []
+    """Frame-0 pelvis distance from x = y = 0, max |positions - integrated velocities| (metres),
+    and how far the joints an export animates lie from the position channels' (median over joints
+    and frames)."""
+    offsets, gaps, export_gaps = [], [], []
     for feats in features:
         f = torch.from_numpy(np.asarray(feats[:DECODE_FRAMES], dtype=np.float64))
         read, integrated = features_to_joints(f), features_to_joints_integrated(f)
         offsets.append(float(read[0, 0, :2].norm()))
         gaps.append(float((read - integrated).norm(dim=-1).max()))
+        export_gaps.append(float(np.median(np.linalg.norm(animated_joints(feats[:DECODE_FRAMES]) - read.numpy(), axis=-1))))
     return {"pelvis0_offset_median_m": float(np.median(offsets)), "pelvis0_offset_max_m": float(np.max(offsets)),
-            "decode_gap_median_m": float(np.median(gaps)), "decode_gap_max_m": float(np.max(gaps))}
+            "decode_gap_median_m": float(np.median(gaps)), "decode_gap_max_m": float(np.max(gaps)),
+            "export_gap_median_m": float(np.median(export_gaps))}
 
 
 def quality(joints: list[np.ndarray]) -> dict[str, float]:
     scores = motion_quality_scores(joints, DIMENSIONS)
     terms = foot_floating_terms(joints)
     lowest = np.concatenate([j[..., 2].min(1) for j in joints])
+    # How far a motion's bones stretch: its longest bone's (max - min) / mean length (the curation gate's statistic).
+    stretch = [motion_statistics(j, FPS)["max_bone_deviation"] for j in joints]
     return {**{dim: float(np.mean(values)) for dim, values in scores.items()},
             **{f"Foot_Floating_{name}": float(np.mean(values)) for name, values in terms.items()},
-            "lowest_joint_height_median_m": float(np.median(lowest))}
+            "lowest_joint_height_median_m": float(np.median(lowest)), "bone_stretch_median": float(np.median(stretch))}
 
 
 def stance_carried_travel(joints: np.ndarray, stance_height: float = 0.15) -> float:
@@ -136,10 +147,13 @@ def main() -> None:
                                              seed=1000 * seed, **options)
             joints = [features_to_joints(f) for f in feats]
             scores = quality(joints)
+            exported = quality([animated_joints(f) for f in feats])
             out["variants"].append({
                 "variant": text, "ema": use_ema, "motions": len(feats), "wall_s": round(time.perf_counter() - started, 1),
                 **scores, **consistency(feats), **walking(prompts, joints),
                 "ratio_to_real": {dim: round(scores[dim] / real_quality[dim], 3) for dim in DIMENSIONS if real_quality[dim]},
+                "exported_ratio_to_real": {dim: round(exported[dim] / real_quality[dim], 3) for dim in DIMENSIONS
+                                        if real_quality[dim]},
             })
     print(json.dumps(out, indent=1))
 
