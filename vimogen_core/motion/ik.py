@@ -50,14 +50,6 @@ def kabsch_rotation(rest: np.ndarray, observed: np.ndarray) -> np.ndarray:
     return vt.swapaxes(-1, -2) @ (fix[..., :, None] * u.swapaxes(-1, -2))
 
 
-def _depth(j: int) -> int:
-    return 0 if PARENTS[j] < 0 else 1 + _depth(PARENTS[j])
-
-
-# The tree level by level: the joints of one level depend only on the levels above.
-_LEVELS = [[j for j in range(NUM_JOINTS) if _depth(j) == d] for d in range(max(map(_depth, range(NUM_JOINTS))) + 1)]
-
-
 def ik_fit(joints: np.ndarray, offsets: np.ndarray | None = None, reference: np.ndarray | None = None) -> np.ndarray:
     """joints (T, 22, 3) -> local rotations (T, 22, 3, 3) on the skeleton with rest `offsets`.
     With `reference` local rotations (T, 22, 3, 3), each joint starts from its reference rotation
@@ -66,26 +58,21 @@ def ik_fit(joints: np.ndarray, offsets: np.ndarray | None = None, reference: np.
     joints = np.asarray(joints, dtype=np.float64)
     offsets = rest_offsets() if offsets is None else np.asarray(offsets, dtype=np.float64)
     rest_dir = _unit(offsets)
-    lead = joints.shape[:-2]
-    global_rot = np.zeros(lead + (NUM_JOINTS, 3, 3))
+    global_rot = np.zeros(joints.shape[:-2] + (NUM_JOINTS, 3, 3))
     local = np.zeros_like(global_rot)
-    for level in _LEVELS:  # vectorised over the frames and the joints of a level
-        parent_rot = np.stack([np.broadcast_to(np.eye(3), lead + (3, 3)) if PARENTS[j] < 0
-                               else global_rot[..., PARENTS[j], :, :] for j in level], axis=-3)  # (T, n, 3, 3)
-        start = parent_rot.copy() if reference is None else parent_rot @ reference[..., level, :, :]
-        chain = [i for i, j in enumerate(level) if len(_CHILDREN[j]) == 1]
-        if chain:
-            kids = [_CHILDREN[level[i]][0] for i in chain]
-            joint_ids = [level[i] for i in chain]
-            predicted = np.einsum("...kij,kj->...ki", start[..., chain, :, :], rest_dir[kids])  # (T, k, 3)
-            observed = joints[..., kids, :] - joints[..., joint_ids, :]
-            start[..., chain, :, :] = swing_rotation(predicted, observed) @ start[..., chain, :, :]
-        for i, j in enumerate(level):
-            kids = _CHILDREN[j]
-            # The root keeps a reference's: the body's heading, which a hip axis gets wrong.
-            if len(kids) > 1 and (reference is None or PARENTS[j] >= 0):
-                observed = _unit(joints[..., kids, :] - joints[..., j : j + 1, :])  # (T, K, 3)
-                start[..., i, :, :] = kabsch_rotation(rest_dir[kids], observed)
-        global_rot[..., level, :, :] = start
-        local[..., level, :, :] = parent_rot.swapaxes(-1, -2) @ start
+    for j in range(NUM_JOINTS):  # loop over the tree, vectorised over frames
+        kids = _CHILDREN[j]
+        parent_rot = np.broadcast_to(np.eye(3), joints.shape[:-2] + (3, 3)) if PARENTS[j] < 0 else global_rot[..., PARENTS[j], :, :]
+        start = parent_rot if reference is None else parent_rot @ reference[..., j, :, :]
+        observed = _unit(joints[..., kids, :] - joints[..., j : j + 1, :])  # (T, K, 3)
+        if len(kids) > 1 and (reference is None or PARENTS[j] >= 0):
+            global_rot[..., j, :, :] = kabsch_rotation(rest_dir[kids], observed)
+        elif len(kids) > 1:  # the root keeps its reference: the body's heading, which a hip axis gets wrong
+            global_rot[..., j, :, :] = start
+        elif len(kids) == 1:
+            predicted = np.einsum("...ij,j->...i", start, rest_dir[kids[0]])
+            global_rot[..., j, :, :] = swing_rotation(predicted, observed[..., 0, :]) @ start
+        else:
+            global_rot[..., j, :, :] = start
+        local[..., j, :, :] = parent_rot.swapaxes(-1, -2) @ global_rot[..., j, :, :]
     return local
