@@ -14,12 +14,9 @@ shivers by a few centimetres. `clean_features`:
 3. holds each foot still while it is planted (low and slow for at least a few frames), with the
    hold eased in and out over the neighbouring frames and the knee moved by inverse kinematics so
    the leg keeps its bone lengths, and keeps feet and ankles above the floor;
-4. fits the rotations to the cleaned positions (`motion.ik.ik_fit`, keeping each bone's generated
-   twist): the network's own rotations pose a body far from its position channels (the demo
-   champion's: 24 cm median per joint, Jitter 5.6x and Foot_Sliding 13.7x the real clips'), and BVH
-   and glTF exports animate with the rotations;
-5. re-encodes, so velocities are the differences of the cleaned positions and the root channels the
+4. re-encodes, so velocities are the differences of the cleaned positions and the root channels the
    pelvis's: reading positions and integrating velocities give the same joints.
+Rotations keep what the network generated (only the root is turned by the canonicalisation).
 """
 from __future__ import annotations
 
@@ -30,7 +27,6 @@ import torch
 import torch.nn.functional as F
 
 from vimogen_core.motion import rotations as rot
-from vimogen_core.motion.ik import ik_fit
 from vimogen_core.motion.representation import (JOINT_VEL, encode_features, facing_turn_angle, features_to_joints,
                                                  features_to_rotations)
 from vimogen_core.motion.skeleton import NUM_JOINTS
@@ -72,8 +68,6 @@ class CleanupConfig:
     # Off under motion control: constraints are stated in the motion's own frame, which
     # re-canonicalising would move away from them.
     canonical: bool = True
-    # Rotations fitted to the cleaned positions (4. above); off: as generated.
-    fit_rotations: bool = True
 
     @property
     def name(self) -> str:
@@ -81,7 +75,7 @@ class CleanupConfig:
                 f"height w={self.root_height_velocity_weight:g}, body "
                 f"w={self.body_velocity_weight:g}, body height w={self.body_height_velocity_weight:g}), {'frame 0 canonical, ' if self.canonical else ''}planted feet held "
                 f"by leg IK (below {self.contact_height:g} m, under {self.contact_speed:g} m/frame, {self.min_contact_frames}+ frames), "
-                f"feet above the floor{', rotations fitted to the positions' if self.fit_rotations else ''}")
+                "feet above the floor")
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,6 +262,4 @@ def clean_features(feats: np.ndarray, config: CleanupConfig = CleanupConfig(),
     if config.canonical:
         local, joints = canonical_frame_zero(local, joints)
     joints = above_floor(foot_hold(joints, config))
-    if config.fit_rotations:
-        local = torch.from_numpy(ik_fit(joints.numpy(), reference=local.numpy()))
     return encode_features(*extend_one_frame(local, joints)).float().numpy()
