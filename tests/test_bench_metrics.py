@@ -226,8 +226,7 @@ def test_invalid_joints_raise_errors_that_name_the_file(array, reason):
 
 # --- pose metrics: IK, self-penetration, pose prior ----------------------------------------------
 
-from vimogen_core.bench import penetration, priors  # noqa: E402
-from vimogen_core.motion import ik  # noqa: E402
+from vimogen_core.bench import ik, penetration, priors  # noqa: E402
 from vimogen_core.motion.kinematics import forward_kinematics  # noqa: E402
 from vimogen_core.motion.rotations import axis_angle_to_matrix  # noqa: E402
 from vimogen_core.sources.deepmimic import load_builtin_clip  # noqa: E402

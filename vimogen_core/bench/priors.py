@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vimogen_core.motion.ik import ik_fit
+from vimogen_core.bench.ik import ik_fit
 from vimogen_core.errors import MotionDataError, pickled_objects_refused
 
 POSE_QUALITY_SCALE = 10.0
