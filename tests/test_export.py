@@ -8,7 +8,7 @@ import torch
 from bvh import Bvh
 from scipy.spatial.transform import Rotation
 
-from vimogen_core.motion.export import Z_UP_TO_Y_UP, save_bvh, save_joints_npy, save_smpl_npz
+from vimogen_core.motion.export import Z_UP_TO_Y_UP, animated_joints, save_bvh, save_joints_npy, save_smpl_npz
 from vimogen_core.motion.motion import Motion
 from vimogen_core.motion.render import render_frames_png, render_motion
 from vimogen_core.motion.representation import features_to_joints, features_to_rotations
@@ -55,6 +55,21 @@ def test_bvh_read_back_by_an_independent_parser_gives_the_same_joints(clip, tmp_
             channels = [c for c in parsed.joint_channels(joint) if c.endswith("rotation")]
             middle = np.asarray(parsed.frames_joint_channels(joint, [channels[1]]), dtype=float)
             assert np.abs(middle).max() < 85.0, (clip, joint)
+
+
+def test_animated_joints_are_what_a_bvh_of_the_features_animates(tmp_path):
+    """Features whose rotation channels disagree with their positions (as generated ones do): the
+    BVH, read back, moves the joints `animated_joints` gives, not the position channels'."""
+    feats = load_builtin_clip("walk", min_frames=61).motion.features().numpy()[:60]
+    rng = np.random.default_rng(0)
+    feats[:, :126] += rng.normal(0, 0.3, (1, 126)) + rng.normal(0, 0.1, (60, 126))  # 21 bent rot6d
+    decoded = torch.from_numpy(feats.astype(np.float64))
+    local, _ = features_to_rotations(decoded)
+    joints, _ = _bvh_joint_positions(save_bvh(tmp_path / "bent.bvh", Motion(local, features_to_joints(decoded),
+                                                                              float(FPS))).read_text())
+    animated = animated_joints(feats) @ Z_UP_TO_Y_UP.T
+    assert np.abs(joints - animated).max() < 1e-3
+    assert np.median(np.linalg.norm(animated - features_to_joints(feats) @ Z_UP_TO_Y_UP.T, axis=-1)) > 0.05
 
 
 def test_joints_npy_and_smpl_npz_exports(tmp_path):

@@ -108,6 +108,17 @@ def estimate_offsets(local_rotmats: torch.Tensor, joints: torch.Tensor) -> np.nd
     return offsets.numpy()
 
 
+def animated_joints(feats: np.ndarray) -> np.ndarray:
+    """(T, 22, 3): the joints a BVH or glTF export of features (T, 276) animates: the rotation
+    channels posing the offsets `estimate_offsets` finds, at the pelvis of the position channels."""
+    from vimogen_core.motion.representation import features_to_joints, features_to_rotations
+
+    f = torch.as_tensor(np.asarray(feats), dtype=torch.float64)
+    local, _ = features_to_rotations(f)
+    joints = features_to_joints(f)
+    return forward_kinematics(local, joints[:, 0], torch.from_numpy(estimate_offsets(local, joints)))[0].numpy()
+
+
 def _depth_first(parents=PARENTS) -> list[int]:
     order, stack = [], [0]
     while stack:
