@@ -38,17 +38,17 @@ DIMENSIONS = ("Jitter_Degree", "Dynamic_Degree", "Foot_Floating", "Foot_Sliding"
 DECODE_FRAMES = 80  # 4 s at 20 fps
 
 
-def consistency(features: list[np.ndarray]) -> dict[str, float]:
+def consistency(features: list[np.ndarray], exported: list[np.ndarray]) -> dict[str, float]:
     """Frame-0 pelvis distance from x = y = 0, max |positions - integrated velocities| (metres),
-    and how far the joints an export animates lie from the position channels' (median over joints
-    and frames)."""
+    and how far the joints an export animates (`exported`, (T, 22, 3) each) lie from the position
+    channels' (median over joints and frames)."""
     offsets, gaps, export_gaps = [], [], []
-    for feats in features:
+    for feats, animated in zip(features, exported, strict=True):
         f = torch.from_numpy(np.asarray(feats[:DECODE_FRAMES], dtype=np.float64))
         read, integrated = features_to_joints(f), features_to_joints_integrated(f)
         offsets.append(float(read[0, 0, :2].norm()))
         gaps.append(float((read - integrated).norm(dim=-1).max()))
-        export_gaps.append(float(np.median(np.linalg.norm(animated_joints(feats[:DECODE_FRAMES]) - read.numpy(), axis=-1))))
+        export_gaps.append(float(np.median(np.linalg.norm(animated[:DECODE_FRAMES] - read.numpy(), axis=-1))))
     return {"pelvis0_offset_median_m": float(np.median(offsets)), "pelvis0_offset_max_m": float(np.max(offsets)),
             "decode_gap_median_m": float(np.median(gaps)), "decode_gap_max_m": float(np.max(gaps)),
             "export_gap_median_m": float(np.median(export_gaps))}
@@ -100,7 +100,7 @@ def walking(prompts, joints: list[np.ndarray]) -> dict[str, float]:
 
 def real_clips(frames: int = 100) -> tuple[dict, dict]:
     feats = [clip.motion.features().numpy()[:frames] for clip in load_builtin_clips(min_frames=frames + 1)]
-    return quality([features_to_joints(f) for f in feats]), consistency(feats)
+    return quality([features_to_joints(f) for f in feats]), consistency(feats, [animated_joints(f) for f in feats])
 
 
 def parse_variant(text: str) -> tuple[dict, float | None, CleanupConfig | None]:
@@ -147,10 +147,11 @@ def main() -> None:
                                              seed=1000 * seed, **options)
             joints = [features_to_joints(f) for f in feats]
             scores = quality(joints)
-            exported = quality([animated_joints(f) for f in feats])
+            exported_joints = [animated_joints(f) for f in feats]
+            exported = quality(exported_joints)
             out["variants"].append({
                 "variant": text, "ema": use_ema, "motions": len(feats), "wall_s": round(time.perf_counter() - started, 1),
-                **scores, **consistency(feats), **walking(prompts, joints),
+                **scores, **consistency(feats, exported_joints), **walking(prompts, joints),
                 "ratio_to_real": {dim: round(scores[dim] / real_quality[dim], 3) for dim in DIMENSIONS if real_quality[dim]},
                 "exported_ratio_to_real": {dim: round(exported[dim] / real_quality[dim], 3) for dim in DIMENSIONS
                                         if real_quality[dim]},
